@@ -1,0 +1,124 @@
+"""The check-kind registry.
+
+A kind validates its own config and turns one probe into an ``Observation``. Kinds are small
+classes registered in ``AppConfig.ready``; other apps add theirs the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from monitoring.models import Check
+    from monitoring.probing import ProbeContext
+
+
+class ConfigError(Exception):
+    """A check's config is invalid; ``errors`` maps a field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+@dataclass
+class Observation:
+    value: float | None = None
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    # A status the kind imposes whatever the thresholds say (wrong HTTP status, none running).
+    status: str | None = None
+    # The probe could not measure at all (unreachable, timed out): always critical.
+    error: str | None = None
+    # Kind-private state to keep on the check for the next run.
+    state: dict[str, Any] | None = None
+
+
+class CheckKind:
+    name: ClassVar[str]
+    label: ClassVar[str] = ""
+    unit: ClassVar[str] = ""
+    default_warn: ClassVar[float | None] = None
+    default_crit: ClassVar[float | None] = None
+    default_direction: ClassVar[str] = "above"
+    # Pushed kinds (heartbeats) record runs when pings arrive; runchecks only looks at time.
+    pushed: ClassVar[bool] = False
+    # Config keys whose values are secrets, masked in the UI, logs and API.
+    secret_fields: ClassVar[tuple[str, ...]] = ("password", "token", "secret", "api_key")
+
+    def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Returns the normalised config or raises ConfigError."""
+        return dict(config)
+
+    def default_thresholds(self, config: dict[str, Any]) -> tuple[float | None, float | None, str]:
+        return self.default_warn, self.default_crit, self.default_direction
+
+    def unit_for(self, config: dict[str, Any]) -> str:
+        return self.unit
+
+    def observe(self, check: Check, ctx: ProbeContext) -> Observation:
+        raise NotImplementedError
+
+
+_registry: dict[str, CheckKind] = {}
+
+
+def register(kind_class: type[CheckKind]) -> type[CheckKind]:
+    _registry[kind_class.name] = kind_class()
+    return kind_class
+
+
+def get_kind(name: str) -> CheckKind:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise ConfigError(
+            {"kind": f"unknown kind {name!r}; known kinds: {', '.join(sorted(_registry))}"}
+        ) from None
+
+
+def kind_names() -> list[str]:
+    return sorted(_registry)
+
+
+# --- helpers shared by kinds -----------------------------------------------------------------
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)")
+
+
+def mask_secrets(value: Any, secret_fields: tuple[str, ...] = CheckKind.secret_fields) -> Any:
+    """A copy with secret values and passwords inside URLs replaced by ``***``."""
+    if isinstance(value, dict):
+        masked = {}
+        for key, item in value.items():
+            lowered = str(key).lower()
+            if any(word in lowered for word in secret_fields) or lowered in ("authorization", "headers"):
+                masked[key] = mask_secrets(item, secret_fields) if lowered == "headers" else "***"
+            else:
+                masked[key] = mask_secrets(item, secret_fields)
+        return masked
+    if isinstance(value, list):
+        return [mask_secrets(item, secret_fields) for item in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***\3", value)
+    return value
+
+
+def require_str(config: dict[str, Any], key: str, errors: dict[str, str], *, required: bool = True) -> str | None:
+    value = config.get(key)
+    if value is None:
+        if required:
+            errors[f"config.{key}"] = "is required"
+        return None
+    if not isinstance(value, str) or not value.strip():
+        errors[f"config.{key}"] = "must be a non-empty string"
+        return None
+    return value
+
+
+def check_known_keys(config: dict[str, Any], allowed: set[str], errors: dict[str, str]) -> None:
+    for key in config:
+        if key not in allowed:
+            errors[f"config.{key}"] = f"unknown setting; allowed: {', '.join(sorted(allowed))}"

@@ -1,0 +1,33 @@
+"""Small validation helpers shared by check kinds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opsconsole.env import parse_duration
+
+
+def positive_number(config: dict[str, Any], key: str, errors: dict[str, str], default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        errors[f"config.{key}"] = f"must be a positive number, got {value!r}"
+        return default
+    return float(value)
+
+
+def duration(config: dict[str, Any], key: str, errors: dict[str, str], default: float | None) -> float | None:
+    if key not in config or config[key] is None:
+        return default
+    try:
+        return parse_duration(config[key])
+    except ValueError as exc:
+        errors[f"config.{key}"] = str(exc)
+        return default
+
+
+def choice(config: dict[str, Any], key: str, choices: tuple[str, ...], errors: dict[str, str], default: str) -> str:
+    value = config.get(key, default)
+    if value not in choices:
+        errors[f"config.{key}"] = f"must be one of {', '.join(choices)}, got {value!r}"
+        return default
+    return value

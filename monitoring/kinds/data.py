@@ -1,0 +1,1 @@
+"""Kinds that watch data and jobs (freshness, sql_value, queue, heartbeat)."""

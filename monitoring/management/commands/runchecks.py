@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from monitoring.models import SEVERITY_RANK, Check, CheckStatus
+from monitoring.probing import run_checks
+from opsconsole.logging import job_context
+
+_COLOURS = {"ok": "\033[32m", "warning": "\033[33m", "critical": "\033[31m", "unknown": "\033[90m"}
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the checks that are due (default), all checks (--all) or named ones (--check NAME). "
+        "Probes run concurrently (CHECKS_MAX_CONCURRENCY), each cut off at its own timeout. "
+        "Safe to run from cron beside the scheduler: each due check is claimed once."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--all", action="store_true", help="run every enabled check now")
+        parser.add_argument(
+            "--check", action="append", default=[], metavar="NAME",
+            help="run this check now (repeatable); runs it even if disabled",
+        )
+        parser.add_argument("--json", action="store_true", help="print the results as JSON")
+        parser.add_argument(
+            "--fail-on", choices=("warning", "critical"),
+            help="exit 1 if any result is at least this bad (for cron and CI)",
+        )
+
+    def handle(self, *args, **options):
+        names = options["check"]
+        with job_context(job_name="runchecks"):
+            if names:
+                checks = list(Check.objects.filter(name__in=names))
+                missing = sorted(set(names) - {c.name for c in checks})
+                if missing:
+                    raise CommandError(
+                        f"no check named {', '.join(map(repr, missing))}; "
+                        "list them with: manage.py runchecks --all --json, or in the admin"
+                    )
+                results = run_checks(checks, claim=False)
+            elif options["all"]:
+                results = run_checks(list(Check.objects.filter(enabled=True)), claim=False)
+            else:
+                results = run_checks(list(Check.due(timezone.now()).order_by("next_run_at", "id")))
+
+        rows = [
+            {
+                "name": r.check.name,
+                "status": r.run.status,
+                "value": r.run.value,
+                "message": r.run.message,
+                "duration_ms": round(r.duration_ms, 1),
+                "check_status": r.check.status,
+            }
+            for r in results
+        ]
+        if options["json"]:
+            self.stdout.write(json.dumps({"results": rows}, indent=2))
+        else:
+            self._table(rows)
+        threshold = options["fail_on"]
+        if threshold:
+            limit = SEVERITY_RANK[CheckStatus(threshold)]
+            if any(SEVERITY_RANK[CheckStatus(r["status"])] >= limit for r in rows):
+                sys.exit(1)
+
+    def _table(self, rows: list[dict]) -> None:
+        if not rows:
+            self.stdout.write("No checks due. Use --all to run every check now.")
+            return
+        colour = self.stdout.isatty()
+        width = max(len(r["name"]) for r in rows)
+        self.stdout.write(f"{'NAME':<{width}}  {'STATUS':<8}  {'VALUE':>10}  {'TIME':>8}  MESSAGE")
+        for r in rows:
+            status = f"{r['status']:<8}"
+            if colour:
+                status = f"{_COLOURS.get(r['status'], '')}{status}\033[0m"
+            value = "" if r["value"] is None else f"{r['value']:g}"
+            self.stdout.write(
+                f"{r['name']:<{width}}  {status}  {value:>10}  {r['duration_ms']:>6.0f}ms  {r['message']}"
+            )
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        self.stdout.write(f"{len(rows)} checks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

@@ -1,0 +1,187 @@
+"""Strict environment parsing: a malformed value stops start-up with a message naming the variable."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``30s``, ``5m``, ``1h``, ``1d`` or ``100ms``.
+
+    Raises ValueError with an operator-readable message.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 30s, 5m, 1h, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"expected a duration such as 30s, 5m, 1h, 1d, got {value!r}")
+
+
+def format_duration(seconds: float) -> str:
+    """A short human form: 45s, 5m, 1h 30m, 2d 3h."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m" + (f" {sec}s" if sec and minutes < 10 else "")
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h" + (f" {minutes}m" if minutes else "")
+    days, hours = divmod(hours, 24)
+    return f"{days}d" + (f" {hours}h" if hours else "")
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None else value.strip()
+
+
+def _fail(name: str, problem: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"Environment variable {name}: {problem}")
+
+
+def env_str(name: str, default: str = "") -> str:
+    value = _raw(name)
+    return default if value is None else value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise _fail(name, f"expected true or false, got {value!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise _fail(name, f"expected a whole number, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise _fail(name, f"must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise _fail(name, f"must be at most {maximum}, got {number}")
+    return number
+
+
+def env_duration(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """Seconds; accepts ``30``, ``30s``, ``100ms``, ``5m``."""
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise _fail(name, str(exc)) from None
+    if seconds < minimum:
+        raise _fail(name, f"must be at least {minimum}s, got {value!r}")
+    return seconds
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = _raw(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    if value.lower() not in choices:
+        raise _fail(name, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value.lower()
+
+
+def env_json_object(name: str) -> dict[str, Any]:
+    value = _raw(name)
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise _fail(name, f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(parsed, dict):
+        raise _fail(name, "expected a JSON object such as {\"source\": \"module.function\"}")
+    return parsed
+
+
+def parse_database_url(url: str, name: str = "DATABASE_URL") -> dict[str, Any]:
+    """A Django DATABASES entry from ``sqlite:///path`` or ``postgres://user:pass@host:port/db``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = unquote(parsed.path)
+        if url.startswith("sqlite:////"):
+            path = "/" + path.lstrip("/")
+        else:
+            path = path.lstrip("/")
+        if not path:
+            raise _fail(name, "a sqlite URL needs a file path, e.g. sqlite:///data/opsconsole.sqlite3")
+        return sqlite_database(path)
+    if parsed.scheme in ("postgres", "postgresql", "pgsql"):
+        database = unquote(parsed.path.lstrip("/"))
+        if not database:
+            raise _fail(name, "a postgres URL needs a database name, e.g. postgres://user@host:5432/ops")
+        try:
+            port = parsed.port
+        except ValueError:
+            raise _fail(name, "the port is not a number") from None
+        options: dict[str, Any] = {}
+        for key, values in parse_qs(parsed.query).items():
+            options[key] = values[-1]
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": database,
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "",
+            "PORT": str(port or ""),
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": options,
+        }
+    raise _fail(name, f"unsupported scheme {parsed.scheme!r}; use sqlite:///PATH or postgres://…")
+
+
+def sqlite_database(path: str) -> dict[str, Any]:
+    # WAL lets readers run beside the single writer; IMMEDIATE takes the write lock at BEGIN
+    # so two writers queue on the busy timeout instead of failing with "database is locked"
+    # when a read transaction tries to upgrade.
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;"
+            ),
+        },
+    }

@@ -1,0 +1,75 @@
+"""Log formatters and the job context that every log line carries."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+_job_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+    "opsconsole_job_context", default={}
+)
+
+# Attributes of every LogRecord; anything else passed through ``extra=`` is context.
+_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def current_job_context() -> dict[str, Any]:
+    return dict(_job_context.get())
+
+
+@contextlib.contextmanager
+def job_context(**fields: Any) -> Iterator[None]:
+    """Adds fields (job_id, job_name, phase, batch_id, check, progress) to every line logged inside."""
+    merged = {**_job_context.get(), **{k: v for k, v in fields.items() if v is not None}}
+    token = _job_context.set(merged)
+    try:
+        yield
+    finally:
+        _job_context.reset(token)
+
+
+def update_job_context(**fields: Any) -> None:
+    """Changes fields of the current context in place (e.g. progress as a job advances)."""
+    _job_context.set({**_job_context.get(), **fields})
+
+
+def _context_of(record: logging.LogRecord) -> dict[str, Any]:
+    context = dict(_job_context.get())
+    for key, value in vars(record).items():
+        if key not in _RECORD_FIELDS and not key.startswith("_"):
+            context[key] = value
+    return context
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(_context_of(record))
+        if record.exc_info:
+            line["error"] = repr(record.exc_info[1])
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, tz=UTC).strftime("%H:%M:%S")
+        context = " ".join(f"{k}={v}" for k, v in _context_of(record).items())
+        text = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if context:
+            text += f"  [{context}]"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text

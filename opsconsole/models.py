@@ -1,0 +1,55 @@
+"""API keys: stored as SHA-256 hashes, shown once at creation."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.db import models
+from django.utils import timezone
+
+
+class ApiScope(models.TextChoices):
+    READ = "read", "Read"
+    WRITE = "write", "Read and write"
+
+
+def hash_key(raw: str) -> str:
+    # Keys are 256-bit random tokens, so a plain SHA-256 is enough: there is nothing to guess.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise a key.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    scope = models.CharField(max_length=10, choices=ApiScope.choices, default=ApiScope.READ)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…, {self.scope})"
+
+    @classmethod
+    def create(cls, name: str, scope: str = ApiScope.READ) -> tuple[ApiKey, str]:
+        """Creates a key and returns it with the raw secret, which is not stored anywhere."""
+        raw = "ops_" + secrets.token_urlsafe(32)
+        key = cls.objects.create(name=name, prefix=raw[:10], key_hash=hash_key(raw), scope=scope)
+        return key, raw
+
+    @classmethod
+    def authenticate(cls, raw: str) -> ApiKey | None:
+        key = cls.objects.filter(key_hash=hash_key(raw), revoked=False).first()
+        if key is not None:
+            now = timezone.now()
+            # One write a minute at most per key, not one per request.
+            if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+                cls.objects.filter(pk=key.pk).update(last_used_at=now)
+        return key
+
+    def allows(self, scope: str) -> bool:
+        return self.scope == ApiScope.WRITE or scope == ApiScope.READ

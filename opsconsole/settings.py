@@ -1,0 +1,239 @@
+"""Settings from the environment (12-factor). Every variable is documented in README.md."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from opsconsole.env import (
+    env_bool,
+    env_choice,
+    env_duration,
+    env_int,
+    env_json_object,
+    env_list,
+    env_str,
+    parse_database_url,
+    sqlite_database,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "data"))).resolve()
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _secret_key() -> tuple[str, bool]:
+    """The configured key, or a per-installation development key kept in the data folder."""
+    configured = env_str("SECRET_KEY")
+    if configured:
+        if len(configured) < 32:
+            raise ImproperlyConfigured("Environment variable SECRET_KEY: use at least 32 characters")
+        return configured, False
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        # O_EXCL: two processes starting together must agree on one key.
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(50))
+    return key_file.read_text().strip(), True
+
+
+SECRET_KEY, DEVELOPMENT_MODE = _secret_key()
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "django_q",
+    "opsconsole",
+    "monitoring",
+    "backlog",
+    "batches",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "opsconsole.urls"
+WSGI_APPLICATION = "opsconsole.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    _default_db = parse_database_url(DATABASE_URL)
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    _default_db = sqlite_database(str(DATA_DIR / "opsconsole.sqlite3"))
+_default_db["ENGINE"] = _default_db["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends."
+)
+# A file-backed SQLite test database, so that tests can start real worker processes on it.
+_test_name = env_str("TEST_DATABASE_NAME")
+if not _test_name and "sqlite" in _default_db["ENGINE"]:
+    _test_name = f"/tmp/opsconsole-test-{os.getpid()}.sqlite3"
+if _test_name:
+    _default_db["TEST"] = {"NAME": _test_name}
+DATABASES = {"default": _default_db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis, cache, queue --------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "opsconsole")
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured("Environment variable REDIS_URL: expected redis://host:port/db")
+    CACHES = {
+        "default": {
+            "BACKEND": "opsconsole.cache.ResilientRedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+Q_WORKERS = env_int("Q_WORKERS", 2, minimum=1, maximum=64)
+Q_CLUSTER = {
+    "name": "opsconsole",
+    "workers": Q_WORKERS,
+    "timeout": 300,
+    "retry": 360,
+    "max_attempts": 1,
+    "save_limit": 1000,
+    "queue_limit": 50,
+    "catch_up": False,
+    "ack_failures": True,
+    "label": "Task queue",
+    "poll": 0.5,
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Monitoring -----------------------------------------------------------------------------
+CHECKS_MAX_CONCURRENCY = env_int("CHECKS_MAX_CONCURRENCY", 50, minimum=1, maximum=1000)
+CHECKS_DEFAULT_INTERVAL = env_duration("CHECKS_DEFAULT_INTERVAL", 60, minimum=1)
+CHECKS_DEFAULT_TIMEOUT = env_duration("CHECKS_DEFAULT_TIMEOUT", 10, minimum=0.1)
+
+# --- Backlog and batches (read by those apps when they run) ---------------------------------
+BACKLOG_HANDLERS = env_json_object("BACKLOG_HANDLERS")
+BACKLOG_MAX_ATTEMPTS = env_int("BACKLOG_MAX_ATTEMPTS", 5, minimum=1)
+BATCHES_API_ENABLED = env_bool("BATCHES_API_ENABLED", True)
+BATCH_OPERATION_MAX_SIZE = env_int("BATCH_OPERATION_MAX_SIZE", 100, minimum=1)
+BATCH_OPERATION_TIMEOUT = env_duration("BATCH_OPERATION_TIMEOUT", 120, minimum=1)
+BATCH_EXECUTOR_DELAY = env_duration("BATCH_EXECUTOR_DELAY", 0.1)
+BATCH_CHUNK_SIZE = env_int("BATCH_CHUNK_SIZE", 10, minimum=1, maximum=1000)
+BATCH_ITEM_MAX_ATTEMPTS = env_int("BATCH_ITEM_MAX_ATTEMPTS", 3, minimum=1)
+
+# --- Auth, sessions, security ---------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/"
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not (DEBUG or DEVELOPMENT_MODE))
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = 31536000 if SECURE_COOKIES else 0
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- I18N, time, static ---------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Mail -----------------------------------------------------------------------------------
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "opsconsole@localhost")
+if not env_str("EMAIL_HOST"):
+    # No mail server configured: mail goes to the log instead of failing.
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+# --- Logging --------------------------------------------------------------------------------
+LOG_FORMAT = env_choice("LOG_FORMAT", "console" if DEBUG else "json", ("json", "console"))
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "opsconsole.logging.JsonFormatter"},
+        "console": {"()": "opsconsole.logging.ConsoleFormatter"},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "stream": sys.stderr,
+            "formatter": LOG_FORMAT,
+        },
+    },
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}
