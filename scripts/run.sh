@@ -8,6 +8,7 @@ export SITE_URL="${SITE_URL:-http://$HOST:$PORT}"
 export LOG_FORMAT="${LOG_FORMAT:-console}"
 
 python manage.py migrate --noinput -v0
+python manage.py collectstatic --noinput -v0
 python manage.py bootstrap --demo
 python manage.py setup_schedules >/dev/null
 

@@ -85,7 +85,7 @@ def kind_names() -> list[str]:
 
 # --- helpers shared by kinds -----------------------------------------------------------------
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")
 
 
 def mask_secrets(value: Any, secret_fields: tuple[str, ...] = CheckKind.secret_fields) -> Any:

@@ -188,12 +188,14 @@ class ProcessKind(CheckKind):
             restarts.extend([now] * min(len(vanished), len(appeared)))
 
         cpu_pct = 0.0
-        if previous.get("sampled_at") and previous.get("cpu_seconds") is not None and seen_before:
+        # CPU % from the CPU time used since the last run, only over the same processes.
+        if previous.get("sampled_at") and identities and identities == seen_before:
             elapsed = now - previous["sampled_at"]
             if elapsed > 0 and cpu_seconds >= previous["cpu_seconds"]:
                 cpu_pct = round((cpu_seconds - previous["cpu_seconds"]) * 100 / elapsed, 1)
         state = {
-            "processes": identities,
+            # While nothing runs, remember what ran last, so the next start counts as a restart.
+            "processes": identities or seen_before,
             "restart_times": restarts,
             "cpu_seconds": cpu_seconds,
             "sampled_at": now,

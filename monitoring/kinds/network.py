@@ -156,7 +156,7 @@ class RedisKind(CheckKind):
             info = client.info("memory")
             used = int(info.get("used_memory", 0))
             limit = int(info.get("maxmemory", 0)) or int(info.get("total_system_memory", 0))
-            memory_pct = round(used * 100 / limit, 2) if limit else 0.0
+            memory_pct = round(used * 100 / limit, 4) if limit else 0.0
             details: dict[str, Any] = {
                 "latency_ms": round(latency, 2),
                 "used_memory_bytes": used,

@@ -1,5 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
 from opsconsole.models import ApiKey, ApiScope
 
@@ -20,7 +20,8 @@ class Command(BaseCommand):
     def handle(self, *args, action: str, **options):
         if action == "create":
             try:
-                key, raw = ApiKey.create(options["name"], options["scope"])
+                with transaction.atomic():
+                    key, raw = ApiKey.create(options["name"], options["scope"])
             except IntegrityError:
                 raise CommandError(f"a key named {options['name']!r} exists; pick another name or revoke it") from None
             self.stdout.write(f"Created {key.scope} key {key.name!r}. Store it now; it is not shown again:")

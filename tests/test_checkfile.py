@@ -1,0 +1,135 @@
+"""loadchecks: the whole file is validated first; upsert by name; --prune."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from monitoring.models import Check
+
+GOOD = """
+checks:
+  - name: api-health
+    kind: http
+    component: api
+    interval: 1m
+    timeout: 5s
+    config: {url: "http://127.0.0.1:8080/health", expect_status: 200, contains: "ok"}
+    warn: 800
+    crit: 3000
+  - name: host-disk
+    kind: system
+    config: {metric: disk, path: /}
+    depends_on: api-health
+"""
+
+
+def write(tmp_path, text: str, name: str = "checks.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.django_db
+def test_loads_checks_and_is_idempotent(tmp_path, capsys):
+    path = write(tmp_path, GOOD)
+    call_command("loadchecks", str(path))
+    assert "2 created" in capsys.readouterr().out
+    api = Check.objects.get(name="api-health")
+    assert (api.kind, api.component, api.interval_seconds, api.timeout_seconds) == ("http", "api", 60, 5.0)
+    assert (api.warn, api.crit) == (800, 3000)
+    assert Check.objects.get(name="host-disk").depends_on == api
+
+    call_command("loadchecks", str(path))
+    assert "2 unchanged" in capsys.readouterr().out
+    assert Check.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_json_files_load_too(tmp_path):
+    path = write(
+        tmp_path,
+        '{"checks": [{"name": "db", "kind": "database", "config": {"alias": "default"}}]}',
+        "checks.json",
+    )
+    call_command("loadchecks", str(path))
+    assert Check.objects.get(name="db").kind == "database"
+
+
+@pytest.mark.django_db
+def test_update_changes_fields_and_prune_deletes_the_rest(tmp_path, capsys):
+    call_command("loadchecks", str(write(tmp_path, GOOD)))
+    Check.objects.create(name="stray", kind="system", config={"metric": "cpu"})
+    changed = GOOD.replace("warn: 800", "warn: 900")
+    call_command("loadchecks", str(write(tmp_path, changed)), "--prune")
+    out = capsys.readouterr().out
+    assert "1 updated" in out and "1 deleted" in out
+    assert Check.objects.get(name="api-health").warn == 900
+    assert not Check.objects.filter(name="stray").exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("{name: x, kind: nosuchkind, config: {}}", ["check 'x'", "kind", "unknown kind 'nosuchkind'"]),
+        ("{name: x, kind: http, config: {}}", ["check 'x'", "config.url", "is required"]),
+        ("{name: x, kind: http, interval: 5 minutes, config: {url: 'http://a'}}", ["check 'x'", "interval", "duration"]),
+        ("{name: x, kind: http, warn: 6000, crit: 100, config: {url: 'http://a'}}", ["check 'x'", "warn", "beyond crit"]),
+        ("{name: x, kind: http, warn: 6000, config: {url: 'http://a'}}", ["check 'x'", "warn", "beyond crit 5000"]),
+        ("{name: x, kind: system, direction: below, warn: 10, crit: 50, config: {metric: cpu}}", ["warn", "beyond crit"]),
+        ("{name: x, kind: http, config: {url: 'ftp://a'}}", ["config.url", "http://"]),
+        ("{name: x, kind: http, debounce: 0, config: {url: 'http://a'}}", ["debounce"]),
+        ("{name: x, kind: http, colour: red, config: {url: 'http://a'}}", ["colour", "unknown field"]),
+        ("{name: x, kind: http, depends_on: nobody, config: {url: 'http://a'}}", ["depends_on", "no check named 'nobody'"]),
+        ("{name: x, kind: process, config: {cmdline: '('}}", ["config.cmdline", "regular expression"]),
+    ],
+)
+def test_invalid_entries_name_check_and_field_and_write_nothing(tmp_path, entry, expected):
+    text = GOOD + f"  - {entry}\n"
+    with pytest.raises(CommandError) as error:
+        call_command("loadchecks", str(write(tmp_path, text)))
+    message = str(error.value)
+    assert "nothing was written" in message
+    for fragment in expected:
+        assert fragment in message
+    assert Check.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_every_problem_is_listed_at_once(tmp_path):
+    text = """
+    checks:
+      - {name: a, kind: http, config: {}}
+      - {name: b, kind: http, timeout: soon, config: {url: 'http://x'}}
+      - {name: a, kind: system, config: {metric: cpu}}
+    """
+    with pytest.raises(CommandError) as error:
+        call_command("loadchecks", str(write(tmp_path, text)))
+    message = str(error.value)
+    assert "check 'a': config.url" in message
+    assert "check 'b': timeout" in message
+    assert "appears more than once" in message
+
+
+@pytest.mark.django_db
+def test_unreadable_or_malformed_files_are_refused(tmp_path):
+    with pytest.raises(CommandError, match="cannot read"):
+        call_command("loadchecks", str(tmp_path / "missing.yaml"))
+    with pytest.raises(CommandError, match="not valid YAML"):
+        call_command("loadchecks", str(write(tmp_path, "checks: [unclosed")))
+    with pytest.raises(CommandError, match="unknown section"):
+        call_command("loadchecks", str(write(tmp_path, "chekcs: []")))
+
+
+def test_loadchecks_exits_non_zero_from_the_shell(tmp_path, subprocess_env):
+    import subprocess
+
+    from tests.conftest import manage
+
+    path = write(tmp_path, "checks:\n  - {name: bad, kind: http, config: {}}\n")
+    result = subprocess.run(manage("loadchecks", str(path)), env=subprocess_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "check 'bad': config.url: is required" in result.stderr
