@@ -71,10 +71,13 @@ def main() -> None:
     finally:
         server.kill()
     ok = sum(1 for r in results if r.run.status == "ok")
+    others = sorted({f"{r.run.status}: {r.run.message}" for r in results if r.run.status != "ok"})[:5]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     serial = args.checks * args.delay
     print(f"checks: {args.checks}, target delay {args.delay * 1000:.0f} ms, concurrency {settings.CHECKS_MAX_CONCURRENCY}")
     print(f"runs recorded: {CheckRun.objects.count()}, ok: {ok}")
+    for line in others:
+        print(f"  not ok: {line}")
     print(f"pass wall time: {wall:.2f} s   (target ≤ 2.5 s; serial would take {serial:.0f} s)  {'PASS' if wall <= 2.5 else 'MISS'}")
     print(f"peak RSS: {peak_mb:.0f} MB   (target ≤ 200 MB)  {'PASS' if peak_mb <= 200 else 'MISS'}")
 
