@@ -2,39 +2,123 @@ from __future__ import annotations
 
 import json
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from monitoring.kinds import mask_secrets
+from monitoring.kinds import ConfigError, get_kind, kind_names, mask_secrets
 from monitoring.models import Check, CheckRun
 from monitoring.probing import run_checks
 from opsconsole.admin_utils import LargeTableAdminMixin
 
 
+class CheckForm(forms.ModelForm):
+    """The same validation as a check file: the kind checks its own config."""
+
+    class Meta:
+        model = Check
+        fields = [
+            f.name
+            for f in Check._meta.get_fields()
+            if f.concrete and f.editable and not f.auto_created
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            kind = get_kind(cleaned.get("kind") or "")
+        except ConfigError:
+            self.add_error("kind", f"unknown kind; known kinds: {', '.join(kind_names())}")
+            return cleaned
+        config = cleaned.get("config")
+        if not isinstance(config, dict):
+            self.add_error("config", "must be a JSON object")
+            return cleaned
+        try:
+            cleaned["config"] = kind.validate_config(config)
+        except ConfigError as exc:
+            self.add_error("config", "; ".join(f"{k}: {v}" for k, v in exc.errors.items()))
+            return cleaned
+        default_warn, default_crit, default_direction = kind.default_thresholds(cleaned["config"])
+        warn = cleaned.get("warn") if cleaned.get("warn") is not None else default_warn
+        crit = cleaned.get("crit") if cleaned.get("crit") is not None else default_crit
+        below = (cleaned.get("direction") or default_direction) == "below"
+        if warn is not None and crit is not None and (warn < crit if below else warn > crit):
+            self.add_error("warn", f"warn {warn:g} is beyond crit {crit:g}")
+        return cleaned
+
+
 @admin.register(Check)
 class CheckAdmin(admin.ModelAdmin):
-    list_display = ("name", "component", "kind", "status_badge", "last_value", "last_message_short",
-                    "last_run_at", "enabled")
+    form = CheckForm
+    list_display = (
+        "name",
+        "component",
+        "kind",
+        "status_badge",
+        "last_value",
+        "last_message_short",
+        "last_run_at",
+        "enabled",
+    )
     list_filter = ("status", "kind", "component", "enabled")
     search_fields = ("name", "component")
     list_select_related = ("depends_on",)
     actions = ("run_now", "enable", "disable")
-    readonly_fields = ("status", "last_value", "last_message", "last_run_at", "status_changed_at",
-                       "next_run_at", "ping_url", "masked_config", "created_at", "updated_at")
+    readonly_fields = (
+        "status",
+        "last_value",
+        "last_message",
+        "last_run_at",
+        "status_changed_at",
+        "next_run_at",
+        "ping_url",
+        "masked_config",
+        "created_at",
+        "updated_at",
+    )
     fieldsets = (
         (None, {"fields": ("name", "kind", "component", "description", "enabled")}),
-        ("Probe", {"fields": ("config", "masked_config", "interval_seconds", "timeout_seconds",
-                              "ping_url")}),
-        ("Thresholds", {"fields": ("warn", "crit", "direction", "debounce", "baseline", "depends_on")}),
-        ("State", {"fields": ("status", "last_value", "last_message", "last_run_at",
-                              "status_changed_at", "next_run_at", "created_at", "updated_at")}),
+        (
+            "Probe",
+            {
+                "fields": (
+                    "config",
+                    "masked_config",
+                    "interval_seconds",
+                    "timeout_seconds",
+                    "ping_url",
+                )
+            },
+        ),
+        (
+            "Thresholds",
+            {"fields": ("warn", "crit", "direction", "debounce", "baseline", "depends_on")},
+        ),
+        (
+            "State",
+            {
+                "fields": (
+                    "status",
+                    "last_value",
+                    "last_message",
+                    "last_run_at",
+                    "status_changed_at",
+                    "next_run_at",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
     )
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Check) -> str:
         colours = {"ok": "#1a7f37", "warning": "#9a6700", "critical": "#cf222e"}
-        return format_html('<b style="color:{}">{}</b>', colours.get(obj.status, "#57606a"), obj.status)
+        return format_html(
+            '<b style="color:{}">{}</b>', colours.get(obj.status, "#57606a"), obj.status
+        )
 
     @admin.display(description="Message")
     def last_message_short(self, obj: Check) -> str:
@@ -55,7 +139,9 @@ class CheckAdmin(admin.ModelAdmin):
         results = run_checks(list(queryset[:200]), claim=False)
         for result in results:
             level = messages.SUCCESS if result.run.status == "ok" else messages.WARNING
-            self.message_user(request, f"{result.check.name}: {result.run.status} {result.run.message}", level)
+            self.message_user(
+                request, f"{result.check.name}: {result.run.status} {result.run.message}", level
+            )
 
     @admin.action(description="Enable")
     def enable(self, request, queryset):
@@ -63,7 +149,9 @@ class CheckAdmin(admin.ModelAdmin):
 
     @admin.action(description="Disable (pause)")
     def disable(self, request, queryset):
-        self.message_user(request, f"Disabled {queryset.update(enabled=False, status='paused')} checks.")
+        self.message_user(
+            request, f"Disabled {queryset.update(enabled=False, status='paused')} checks."
+        )
 
 
 @admin.register(CheckRun)
@@ -89,3 +177,6 @@ class CheckRunAdmin(LargeTableAdminMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+from monitoring import alert_admin  # noqa: E402,F401

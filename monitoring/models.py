@@ -52,7 +52,10 @@ class Check(models.Model):
     warn = models.FloatField(null=True, blank=True, help_text="Empty: the kind's default.")
     crit = models.FloatField(null=True, blank=True, help_text="Empty: the kind's default.")
     direction = models.CharField(
-        max_length=10, choices=Direction.choices, blank=True, default="",
+        max_length=10,
+        choices=Direction.choices,
+        blank=True,
+        default="",
         help_text="Empty: the kind's default.",
     )
     debounce = models.PositiveSmallIntegerField(
@@ -68,14 +71,18 @@ class Check(models.Model):
     ping_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
 
     # Current state, written only by ``record``.
-    status = models.CharField(max_length=10, choices=CheckStatus.choices, default=CheckStatus.UNKNOWN)
+    status = models.CharField(
+        max_length=10, choices=CheckStatus.choices, default=CheckStatus.UNKNOWN
+    )
     last_value = models.FloatField(null=True, blank=True)
     last_message = models.TextField(blank=True, default="")
     last_run_at = models.DateTimeField(null=True, blank=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
     next_run_at = models.DateTimeField(null=True, blank=True)
     # The raw status of the latest runs and how many in a row: debounce counts on these.
-    streak_status = models.CharField(max_length=10, choices=CheckStatus.choices, blank=True, default="")
+    streak_status = models.CharField(
+        max_length=10, choices=CheckStatus.choices, blank=True, default=""
+    )
     streak_count = models.PositiveIntegerField(default=0)
     # Kind-private memory between runs (e.g. process PIDs and restart times).
     state = models.JSONField(default=dict, blank=True)
@@ -102,7 +109,9 @@ class Check(models.Model):
 
     def thresholds(self) -> tuple[float | None, float | None, str]:
         """(warn, crit, direction) with the kind's defaults filling what the check leaves empty."""
-        default_warn, default_crit, default_direction = self.kind_impl.default_thresholds(self.config)
+        default_warn, default_crit, default_direction = self.kind_impl.default_thresholds(
+            self.config
+        )
         direction = self.direction or default_direction
         warn = self.warn if self.warn is not None else default_warn
         crit = self.crit if self.crit is not None else default_crit
@@ -144,6 +153,13 @@ class Check(models.Model):
             word = "below" if direction == Direction.BELOW else "above"
             unit = self.kind_impl.unit_for(self.config)
             message = f"{message} ({word} {status} threshold {limit:g}{unit})".strip()
+        if self.baseline and observation.value is not None:
+            from monitoring.baseline import baseline_verdict
+
+            verdict = baseline_verdict(self, observation.value)
+            if verdict is not None and verdict.status != CheckStatus.OK:
+                status = worst(status, verdict.status)
+                message = f"{message}; {verdict.message}" if message else verdict.message
         return status, message
 
     def _debounced(self, raw: str) -> tuple[str, str, int]:
@@ -165,7 +181,11 @@ class Check(models.Model):
             locked = Check.objects.select_for_update().get(pk=self.pk)
             previous = locked.status
             locked_state = {**locked.state, **(observation.state or {})}
-            self.status, self.streak_status, self.streak_count = previous, locked.streak_status, locked.streak_count
+            self.status, self.streak_status, self.streak_count = (
+                previous,
+                locked.streak_status,
+                locked.streak_count,
+            )
             new_status, streak_status, streak_count = self._debounced(raw_status)
             changed = new_status != previous
             run = CheckRun.objects.create(
@@ -234,7 +254,13 @@ def register_after_record(hook: Any) -> None:
 
 class CheckRun(models.Model):
     # "check" would shadow Model.check(), which Django's system checks call.
-    check_obj = models.ForeignKey(Check, on_delete=models.CASCADE, related_name="runs", db_column="check_id", verbose_name="check")
+    check_obj = models.ForeignKey(
+        Check,
+        on_delete=models.CASCADE,
+        related_name="runs",
+        db_column="check_id",
+        verbose_name="check",
+    )
     status = models.CharField(max_length=10, choices=CheckStatus.choices)
     value = models.FloatField(null=True, blank=True)
     message = models.TextField(blank=True, default="")
@@ -251,7 +277,9 @@ class CheckRun(models.Model):
             # admin changelist and delta view: "latest runs overall"
             models.Index(fields=["-created_at", "-id"], name="checkrun_latest_idx"),
             # admin filtered by status, delta counts by status
-            models.Index(fields=["status", "-created_at", "-id"], name="checkrun_status_latest_idx"),
+            models.Index(
+                fields=["status", "-created_at", "-id"], name="checkrun_status_latest_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -263,7 +291,9 @@ class Report(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     title = models.CharField(max_length=200)
-    overall_status = models.CharField(max_length=10, choices=CheckStatus.choices, default=CheckStatus.OK)
+    overall_status = models.CharField(
+        max_length=10, choices=CheckStatus.choices, default=CheckStatus.OK
+    )
     text = models.TextField()
     data = models.JSONField(default=dict, blank=True)
 
@@ -272,3 +302,6 @@ class Report(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+from monitoring.alert_models import *  # noqa: E402,F401,F403
