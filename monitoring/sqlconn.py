@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -43,8 +44,6 @@ def _sqlite_cursor(path: str, timeout: float, read_only: bool) -> Iterator[Any]:
         if read_only:
             conn.execute("PRAGMA query_only = ON")
         # SQLite has no statement timeout: abort from the progress handler instead.
-        import time
-
         deadline = time.monotonic() + timeout
         conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
         cursor = conn.cursor()
@@ -122,8 +121,18 @@ def _alias_cursor(alias: str, timeout: float, read_only: bool) -> Iterator[Any]:
         raise SqlTargetError(str(exc).strip()) from exc
 
 
+def target_vendor(config: dict[str, Any]) -> str:
+    """``sqlite`` or ``postgresql``: which SQL dialect a query against this target speaks."""
+    dsn = config.get("dsn")
+    if dsn:
+        return "sqlite" if dsn.startswith("sqlite:") else "postgresql"
+    return connections[config.get("alias", "default")].vendor
+
+
 @contextlib.contextmanager
-def open_target(config: dict[str, Any], *, timeout: float, read_only: bool = False) -> Iterator[Any]:
+def open_target(
+    config: dict[str, Any], *, timeout: float, read_only: bool = False
+) -> Iterator[Any]:
     """A DB-API cursor on the check's target; errors come out as SqlTargetError."""
     dsn = config.get("dsn")
     if dsn and dsn.startswith("sqlite:"):

@@ -7,7 +7,9 @@ from typing import Any
 from opsconsole.env import parse_duration
 
 
-def positive_number(config: dict[str, Any], key: str, errors: dict[str, str], default: float) -> float:
+def positive_number(
+    config: dict[str, Any], key: str, errors: dict[str, str], default: float
+) -> float:
     value = config.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         errors[f"config.{key}"] = f"must be a positive number, got {value!r}"
@@ -15,7 +17,9 @@ def positive_number(config: dict[str, Any], key: str, errors: dict[str, str], de
     return float(value)
 
 
-def duration(config: dict[str, Any], key: str, errors: dict[str, str], default: float | None) -> float | None:
+def duration(
+    config: dict[str, Any], key: str, errors: dict[str, str], default: float | None
+) -> float | None:
     if key not in config or config[key] is None:
         return default
     try:
@@ -25,9 +29,23 @@ def duration(config: dict[str, Any], key: str, errors: dict[str, str], default: 
         return default
 
 
-def choice(config: dict[str, Any], key: str, choices: tuple[str, ...], errors: dict[str, str], default: str) -> str:
+def choice(
+    config: dict[str, Any], key: str, choices: tuple[str, ...], errors: dict[str, str], default: str
+) -> str:
     value = config.get(key, default)
     if value not in choices:
         errors[f"config.{key}"] = f"must be one of {', '.join(choices)}, got {value!r}"
         return default
     return value
+
+
+def accept_database_key(config: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    """``database: NAME`` is the check file's spelling of ``alias: NAME``."""
+    if "database" not in config:
+        return config
+    if "alias" in config:
+        errors["config.database"] = "give database or alias (the same thing), not both"
+        return config
+    config = dict(config)
+    config["alias"] = config.pop("database")
+    return config

@@ -17,7 +17,7 @@ from monitoring.kinds import (
     register,
     require_str,
 )
-from monitoring.kinds.common import choice
+from monitoring.kinds.common import accept_database_key, choice
 
 if TYPE_CHECKING:
     from monitoring.models import Check
@@ -167,9 +167,13 @@ class RedisKind(CheckKind):
             if metric == "keys":
                 count = sum(1 for _ in client.scan_iter(match=f"{config['prefix']}*", count=1000))
                 details["keys"] = count
-                return Observation(value=count, message=f"{count} keys under {config['prefix']!r}", details=details)
+                return Observation(
+                    value=count, message=f"{count} keys under {config['prefix']!r}", details=details
+                )
             if metric == "latency":
-                return Observation(value=round(latency, 2), message=f"PING in {latency:.1f} ms", details=details)
+                return Observation(
+                    value=round(latency, 2), message=f"PING in {latency:.1f} ms", details=details
+                )
             basis = "maxmemory" if info.get("maxmemory") else "system memory"
             return Observation(
                 value=memory_pct,
@@ -196,6 +200,7 @@ class DatabaseKind(CheckKind):
         from django.conf import settings
 
         errors: dict[str, str] = {}
+        config = accept_database_key(config, errors)
         check_known_keys(config, {"alias", "dsn"}, errors)
         if "alias" in config and "dsn" in config:
             errors["config.dsn"] = "give either alias or dsn, not both"

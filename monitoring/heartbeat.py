@@ -1,0 +1,84 @@
+"""Ping endpoints for heartbeat checks: ``/ping/<uuid>`` and its start, fail and exit-code forms.
+
+No login: the UUID is the secret. Kept lean (one lookup, one recorded run) because cron jobs
+across a fleet all ping at the top of the hour.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from monitoring.kinds.heartbeat import MAX_BODY_BYTES, PingEvent
+from monitoring.models import Check
+
+_ALLOWED = ("GET", "POST", "HEAD")
+
+
+def _text(status: int, body: str) -> HttpResponse:
+    response = HttpResponse(body, content_type="text/plain; charset=utf-8", status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _ping(
+    request: HttpRequest, ping_uuid: uuid.UUID, event: str, exit_code: int | None = None
+) -> HttpResponse:
+    started = time.monotonic()
+    if request.method not in _ALLOWED:
+        response = _text(405, "method not allowed: use GET, POST or HEAD\n")
+        response["Allow"] = ", ".join(_ALLOWED)
+        return response
+    if exit_code is not None and not 0 <= exit_code <= 255:
+        return _text(400, "exit code must be from 0 to 255\n")
+    # order_by(): the unique index answers the lookup; the default ordering would add a sort.
+    check = Check.objects.filter(ping_uuid=ping_uuid).order_by().first()
+    if check is None or not check.kind_impl.pushed:
+        return _text(404, "not found: no heartbeat check has this ping URL\n")
+
+    # Read at most the kept size (plus one byte to know whether more was sent), never the
+    # whole body of a runaway job's log.
+    body = request.read(MAX_BODY_BYTES + 1) if request.method == "POST" else b""
+    truncated = (
+        len(body) > MAX_BODY_BYTES or int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES
+    )
+    details = {
+        "method": request.method,
+        "remote_addr": request.META.get("REMOTE_ADDR", ""),
+        "user_agent": request.META.get("HTTP_USER_AGENT", "")[:200],
+    }
+    if body:
+        details["body"] = body[:MAX_BODY_BYTES].decode("utf-8", errors="replace")
+    if truncated:
+        details["body_truncated"] = True
+    now = timezone.now()
+    observation = check.kind_impl.ping_observation(
+        check, event, now=now, exit_code=exit_code, details=details
+    )
+    check.record(observation, duration_ms=(time.monotonic() - started) * 1000, now=now)
+    return _text(200, "OK\n")
+
+
+@csrf_exempt
+def ping_success(request: HttpRequest, ping_uuid: uuid.UUID) -> HttpResponse:
+    return _ping(request, ping_uuid, PingEvent.SUCCESS)
+
+
+@csrf_exempt
+def ping_start(request: HttpRequest, ping_uuid: uuid.UUID) -> HttpResponse:
+    return _ping(request, ping_uuid, PingEvent.START)
+
+
+@csrf_exempt
+def ping_fail(request: HttpRequest, ping_uuid: uuid.UUID) -> HttpResponse:
+    return _ping(request, ping_uuid, PingEvent.FAIL)
+
+
+@csrf_exempt
+def ping_exit_code(request: HttpRequest, ping_uuid: uuid.UUID, exit_code: int) -> HttpResponse:
+    event = PingEvent.SUCCESS if exit_code == 0 else PingEvent.FAIL
+    return _ping(request, ping_uuid, event, exit_code=exit_code)
