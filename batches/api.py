@@ -1,0 +1,155 @@
+"""The batches JSON API (DESIGN §6). Views parse and answer; the work is in services and models."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from batches import services
+from batches.services import BatchInputError
+from opsconsole.api import BadRequest, api_view, json_error
+from opsconsole.models import ApiScope
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_body(request: HttpRequest) -> Any:
+    try:
+        return json.loads(request.body or b"", parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest("body is not valid JSON", {"body": str(exc)[:200]}) from None
+
+
+def when_enabled(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """``BATCHES_API_ENABLED=false`` answers 503 before anything is read or written."""
+
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not settings.BATCHES_API_ENABLED:
+            response = json_error(
+                503,
+                "the batches API is turned off on this server (BATCHES_API_ENABLED=false); "
+                "existing batches are kept and keep running",
+            )
+            response["Retry-After"] = "300"
+            return response
+        try:
+            return view(request, *args, **kwargs)
+        except BatchInputError as exc:
+            return json_error(exc.status, exc.error, exc.details)
+
+    return wrapper
+
+
+def _translate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except BatchInputError as exc:
+            raise BadRequest(exc.error, exc.details, exc.status) from None
+
+    return wrapper
+
+
+@api_view(scope=ApiScope.WRITE, methods=("POST",))
+@_translate
+def _create(request: HttpRequest) -> JsonResponse:
+    batch = services.create_batch(_parse_body(request))
+    return JsonResponse(
+        {"batchId": str(batch.id), "status": batch.status, "totalItems": batch.total_items},
+        status=201,
+    )
+
+
+def _page(request: HttpRequest, creator: str | None) -> JsonResponse:
+    page = services.list_batches(
+        creator=creator,
+        status=request.GET.get("status") or None,
+        limit=services.parse_limit(request.GET.get("limit")),
+        cursor=request.GET.get("cursor") or None,
+    )
+    return JsonResponse(
+        {
+            "batches": [services.batch_summary(b) for b in page.batches],
+            "next_cursor": page.next_cursor,
+        }
+    )
+
+
+@api_view(scope=ApiScope.READ, methods=("GET",))
+@_translate
+def _list(request: HttpRequest) -> JsonResponse:
+    return _page(request, request.GET.get("creator") or None)
+
+
+@when_enabled
+def collection(request: HttpRequest) -> HttpResponse:
+    """GET: list (``creator``, ``status``, ``limit`` 1-200, ``cursor``); POST: create."""
+    if request.method == "POST":
+        return _create(request)
+    if request.method == "GET":
+        return _list(request)
+    response = json_error(405, f"method {request.method} not allowed; use GET, POST")
+    response["Allow"] = "GET, POST"
+    return response
+
+
+@when_enabled
+@api_view(scope=ApiScope.READ, methods=("GET",))
+@_translate
+def by_creator(request: HttpRequest, creator: str) -> JsonResponse:
+    return _page(request, creator)
+
+
+@when_enabled
+@api_view(scope=ApiScope.READ, methods=("GET",))
+@_translate
+def detail(request: HttpRequest, batch_id: str) -> JsonResponse:
+    batch = services.get_batch(batch_id)
+    limit = services.parse_limit(request.GET.get("items_limit"), default=100)
+    return JsonResponse(
+        services.batch_detail(batch, limit, request.GET.get("items_cursor") or None)
+    )
+
+
+@when_enabled
+@api_view(scope=ApiScope.WRITE, methods=("POST",))
+@_translate
+def retry(request: HttpRequest, batch_id: str) -> JsonResponse:
+    batch = services.get_batch(batch_id)
+    count = batch.retry_failed()
+    if not count:
+        raise BatchInputError(
+            "nothing to retry: the batch has no failed items or is still running",
+            {"status": batch.status},
+            status=409,
+        )
+    return JsonResponse({**services.batch_summary(batch), "retriedItems": count})
+
+
+@when_enabled
+@api_view(scope=ApiScope.WRITE, methods=("POST",))
+@_translate
+def cancel(request: HttpRequest, batch_id: str) -> JsonResponse:
+    batch = services.get_batch(batch_id)
+    if not batch.cancel():
+        raise BatchInputError(
+            "the batch has already finished", {"status": batch.status}, status=409
+        )
+    return JsonResponse(services.batch_summary(batch))
+
+
+@when_enabled
+@api_view(scope=ApiScope.READ, methods=("GET",))
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(services.health())

@@ -1,0 +1,385 @@
+"""Creating, listing and summarising batches; shared by the API, the CLI and the admin."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from batches.models import BatchItem, BatchOperation, BatchStatus, ItemStatus
+from batches.operations import get_operation, operation_names
+
+MAX_CREATOR_LENGTH = 100
+MAX_KEY_LENGTH = 200
+MAX_JSON_DEPTH = 32
+INT64 = 2**63
+
+
+class BatchInputError(Exception):
+    """Bad input: ``status`` (400, 404, 409, 413), a message and details per field."""
+
+    def __init__(self, error: str, details: dict[str, str] | None = None, status: int = 400):
+        self.error, self.details, self.status = error, details or {}, status
+        super().__init__(error)
+
+
+def _unstorable(value: Any, depth: int = 0) -> str | None:
+    """Why a JSON value cannot be stored as-is (NUL characters, lone surrogates, NaN, depth)."""
+    if depth > MAX_JSON_DEPTH:
+        return f"is nested deeper than {MAX_JSON_DEPTH} levels"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "contains a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains an invalid unicode character"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "contains a non-finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return "contains a number too large to store"
+    if isinstance(value, list):
+        for item in value:
+            if reason := _unstorable(item, depth + 1):
+                return reason
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if reason := _unstorable(key, depth + 1) or _unstorable(item, depth + 1):
+                return reason
+    return None
+
+
+ALLOWED_FIELDS = ("operation", "creator", "items", "payload")
+
+
+def validate_batch(data: Any) -> tuple[str, str, list[str], dict[str, Any]]:
+    """(operation, creator, item keys, normalised payload) or BatchInputError."""
+    if not isinstance(data, dict):
+        raise BatchInputError(
+            "request body must be a JSON object", {"body": "must be a JSON object"}
+        )
+    errors: dict[str, str] = {}
+    for field_name in data:
+        if field_name not in ALLOWED_FIELDS:
+            errors[str(field_name)[:100]] = f"unknown field; allowed: {', '.join(ALLOWED_FIELDS)}"
+
+    operation_name = data.get("operation")
+    operation = None
+    if operation_name is None:
+        errors["operation"] = f"is required: one of {', '.join(operation_names())}"
+    elif not isinstance(operation_name, str) or get_operation(operation_name) is None:
+        errors["operation"] = f"unknown operation; known: {', '.join(operation_names())}"
+    else:
+        operation = get_operation(operation_name)
+
+    creator = data.get("creator")
+    if creator is None:
+        errors["creator"] = "is required"
+    elif not isinstance(creator, str) or not creator.strip():
+        errors["creator"] = "must be a non-empty string"
+    elif len(creator) > MAX_CREATOR_LENGTH:
+        errors["creator"] = f"must be at most {MAX_CREATOR_LENGTH} characters"
+    elif reason := _unstorable(creator):
+        errors["creator"] = reason
+
+    items = data.get("items")
+    keys: list[str] = []
+    if items is None:
+        errors["items"] = "is required: a non-empty list of item keys (strings or integers)"
+    elif not isinstance(items, list) or not items:
+        errors["items"] = "must be a non-empty list of item keys (strings or integers)"
+    else:
+        limit = settings.BATCH_OPERATION_MAX_SIZE
+        if len(items) > limit:
+            raise BatchInputError(
+                f"too many items: {len(items)}; "
+                f"at most {limit} per batch (BATCH_OPERATION_MAX_SIZE)",
+                {"items": f"at most {limit} items"},
+                status=413,
+            )
+        seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            where = f"items[{index}]"
+            if isinstance(item, bool) or not isinstance(item, int | str):
+                errors[where] = "must be a string or an integer"
+            elif isinstance(item, int) and not -INT64 <= item < INT64:
+                errors[where] = "integer out of the 64-bit range"
+            elif isinstance(item, str) and not item.strip():
+                errors[where] = "must not be empty"
+            elif isinstance(item, str) and len(item) > MAX_KEY_LENGTH:
+                errors[where] = f"must be at most {MAX_KEY_LENGTH} characters"
+            elif isinstance(item, str) and (reason := _unstorable(item)):
+                errors[where] = reason
+            else:
+                key = str(item)
+                if key in seen:
+                    errors[where] = f"duplicate key {key!r} (also items[{seen[key]}])"
+                else:
+                    seen[key] = index
+                    keys.append(key)
+            if len(errors) >= 20:
+                break
+
+    payload = data.get("payload", {})
+    normalised: dict[str, Any] = {}
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        errors["payload"] = "must be an object"
+    elif reason := _unstorable(payload):
+        errors["payload"] = reason
+    elif operation is not None:
+        normalised, payload_errors = operation.validate_payload(payload)
+        errors.update(payload_errors)
+    if errors:
+        raise BatchInputError("invalid batch", errors)
+    return operation_name, creator, keys, normalised
+
+
+def create_batch(data: Any, now: datetime | None = None) -> BatchOperation:
+    """Validates everything first, then writes the batch and its items in one transaction and
+    queues it once committed. If the broker is down the batch stays pending and recovery
+    queues it later."""
+    from batches.executor import enqueue_batch, tasks_for
+
+    operation_name, creator, keys, payload = validate_batch(data)
+    now = now or timezone.now()
+    with transaction.atomic():
+        batch = BatchOperation.objects.create(
+            operation=operation_name,
+            creator=creator,
+            payload=payload,
+            total_items=len(keys),
+            created_at=now,
+            heartbeat_at=now,
+        )
+        BatchItem.objects.bulk_create(
+            [BatchItem(batch=batch, key=key, next_attempt_at=now, updated_at=now) for key in keys],
+            batch_size=1000,
+        )
+        transaction.on_commit(lambda: enqueue_batch(batch.pk, tasks_for(len(keys))))
+    return batch
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+
+def encode_cursor(created_at: datetime, batch_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{batch_id.hex}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, hex_id = raw.split("|")
+        created_at = parse_datetime(stamp)
+        if created_at is None or created_at.tzinfo is None:
+            raise ValueError
+        return created_at, uuid.UUID(hex=hex_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BatchInputError(
+            "invalid cursor", {"cursor": "not a cursor returned by this API"}
+        ) from None
+
+
+@dataclass
+class Page:
+    batches: list[BatchOperation]
+    next_cursor: str | None
+
+
+def parse_limit(raw: str | None, default: int = 50) -> int:
+    if raw in (None, ""):
+        return default
+    try:
+        limit = int(raw)
+    except (TypeError, ValueError):
+        raise BatchInputError(
+            "invalid limit", {"limit": "must be a whole number from 1 to 200"}
+        ) from None
+    if not 1 <= limit <= 200:
+        raise BatchInputError("invalid limit", {"limit": "must be a whole number from 1 to 200"})
+    return limit
+
+
+def list_batches(
+    *,
+    creator: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """Newest first, by keyset on (created_at, id): the cost of a page does not grow with its
+    depth, and batches created during a walk never shift the pages still to come."""
+    query: QuerySet[BatchOperation] = BatchOperation.objects.all()
+    if creator is not None:
+        query = query.filter(creator=creator)
+    if status is not None:
+        if status not in BatchStatus.values:
+            raise BatchInputError(
+                "invalid status", {"status": f"must be one of {', '.join(BatchStatus.values)}"}
+            )
+        query = query.filter(status=status)
+    if cursor:
+        created_at, batch_id = decode_cursor(cursor)
+        query = query.filter(
+            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=batch_id)
+        )
+    rows = list(query.order_by("-created_at", "-id")[: limit + 1])
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+    return Page(rows, next_cursor)
+
+
+def batch_summary(batch: BatchOperation) -> dict[str, Any]:
+    return {
+        "batchId": str(batch.id),
+        "operation": batch.operation,
+        "creator": batch.creator,
+        "status": batch.status,
+        "totalItems": batch.total_items,
+        "succeededItems": batch.succeeded_items,
+        "failedItems": batch.failed_items,
+        "pendingItems": batch.pending_items,
+        "createdAt": batch.created_at.isoformat(),
+        "startedAt": batch.started_at.isoformat() if batch.started_at else None,
+        "finishedAt": batch.finished_at.isoformat() if batch.finished_at else None,
+        "error": batch.error or None,
+    }
+
+
+def batch_detail(
+    batch: BatchOperation, items_limit: int = 100, items_cursor: str | None = None
+) -> dict[str, Any]:
+    """The summary plus one page of items in creation order (``nextItemsCursor`` for more)."""
+    query = batch.items.order_by("id")
+    if items_cursor:
+        try:
+            after = int(items_cursor)
+        except ValueError:
+            raise BatchInputError(
+                "invalid items cursor", {"items_cursor": "not a cursor returned by this API"}
+            ) from None
+        query = query.filter(id__gt=after)
+    rows = list(query[: items_limit + 1])
+    next_cursor = None
+    if len(rows) > items_limit:
+        rows = rows[:items_limit]
+        next_cursor = str(rows[-1].id)
+    return {
+        **batch_summary(batch),
+        "payload": batch.payload,
+        "items": [item.as_json() for item in rows],
+        "nextItemsCursor": next_cursor,
+    }
+
+
+def get_batch(batch_id: str) -> BatchOperation:
+    try:
+        parsed = uuid.UUID(str(batch_id))
+    except ValueError:
+        raise BatchInputError(
+            "unknown batch", {"batchId": "no batch with this id"}, status=404
+        ) from None
+    batch = BatchOperation.objects.filter(pk=parsed).first()
+    if batch is None:
+        raise BatchInputError("unknown batch", {"batchId": "no batch with this id"}, status=404)
+    return batch
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+def _table_sizes() -> dict[str, int | None]:
+    tables = [BatchOperation._meta.db_table, BatchItem._meta.db_table]
+    sizes: dict[str, int | None] = {}
+    with connection.cursor() as cursor:
+        for table in tables:
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT pg_total_relation_size(%s::regclass)", [table])
+                sizes[table] = int(cursor.fetchone()[0])
+            else:
+                try:
+                    cursor.execute("SELECT SUM(pgsize) FROM dbstat WHERE name = %s", [table])
+                    row = cursor.fetchone()
+                    sizes[table] = int(row[0]) if row and row[0] is not None else 0
+                except Exception:  # dbstat is an optional SQLite module
+                    sizes[table] = None
+    return sizes
+
+
+def _rss_mb() -> float | None:
+    try:
+        import psutil
+
+        return round(psutil.Process(os.getpid()).memory_info().rss / 1024 / 1024, 1)
+    except Exception:
+        return None
+
+
+def health(now: datetime | None = None) -> dict[str, Any]:
+    """Counts by status, and over the batches finished in the last 24 hours the average
+    processing time and the item success and failure rates."""
+    now = now or timezone.now()
+    counts = {status: 0 for status in BatchStatus.values}
+    for row in BatchOperation.objects.values("status").annotate(n=Count("id")).order_by():
+        counts[row["status"]] = row["n"]
+    recent = BatchOperation.objects.filter(
+        finished_at__gte=now - timedelta(hours=24), started_at__isnull=False
+    )
+    agg = recent.aggregate(
+        avg=Avg(
+            ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+        ),
+        ok=Sum("succeeded_items"),
+        bad=Sum("failed_items"),
+    )
+    ok, bad = agg["ok"] or 0, agg["bad"] or 0
+    done = ok + bad
+    avg = agg["avg"]
+    stuck = BatchOperation.objects.filter(
+        status=BatchStatus.PENDING, created_at__lt=now - timedelta(minutes=10)
+    ).count()
+    state = "healthy"
+    if stuck or counts[BatchStatus.PENDING] > 500 or (done and bad / done > 0.1):
+        state = "degraded"
+    return {
+        "status": state,
+        "timestamp": now.isoformat(),
+        "batchOperations": {"total": sum(counts.values()), **counts, "stuckPending": stuck},
+        "performance": {
+            "avgProcessingTimeMs": round(avg.total_seconds() * 1000, 1)
+            if avg is not None
+            else None,
+            "successRate": round(ok / done, 4) if done else None,
+            "failureRate": round(bad / done, 4) if done else None,
+            "window": "24h",
+        },
+        "resources": {"tableSizesBytes": _table_sizes(), "processMemoryMb": _rss_mb()},
+        "settings": {
+            "maxItems": settings.BATCH_OPERATION_MAX_SIZE,
+            "timeoutSeconds": settings.BATCH_OPERATION_TIMEOUT,
+            "executorDelaySeconds": settings.BATCH_EXECUTOR_DELAY,
+            "chunkSize": settings.BATCH_CHUNK_SIZE,
+            "itemMaxAttempts": settings.BATCH_ITEM_MAX_ATTEMPTS,
+        },
+    }
+
+
+def open_items(batch: BatchOperation) -> int:
+    return batch.items.filter(status__in=(ItemStatus.PENDING, ItemStatus.RUNNING)).count()
