@@ -102,7 +102,9 @@ def probe_concurrently(
                 started = time.monotonic()
                 running[index] = (started, started + check.timeout_seconds + DEADLINE_MARGIN)
                 threading.Thread(
-                    target=worker, args=(index, check, started), daemon=True,
+                    target=worker,
+                    args=(index, check, started),
+                    daemon=True,
                     name=f"probe-{check.name}",
                 ).start()
             next_deadline = min(deadline for _, deadline in running.values())
@@ -153,9 +155,12 @@ def run_checks(checks: list[Check], *, claim: bool = True) -> list[ProbeResult]:
 
 def run_due_checks() -> list[ProbeResult]:
     """The scheduled job: run every check that is due now."""
+    from monitoring.observability.stalled import check_monitoring_stalled
+
     with job_context(job_name="run_due_checks"):
+        # Before running: a long gap since the last run is the stall to report.
+        check_monitoring_stalled()
         checks = list(Check.due(timezone.now()).order_by("next_run_at", "id"))
         results = run_checks(checks, claim=True)
         logger.info("ran %d due checks", len(results), extra={"count": len(results)})
         return results
-

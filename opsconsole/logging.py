@@ -6,12 +6,14 @@ import contextlib
 import contextvars
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
-_job_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "opsconsole_job_context", default={}
+# An immutable default: every change sets a new mapping, so contexts never leak into each other.
+_job_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "opsconsole_job_context", default=MappingProxyType({})
 )
 
 # Attributes of every LogRecord; anything else passed through ``extra=`` is context.
@@ -33,13 +35,42 @@ def job_context(**fields: Any) -> Iterator[None]:
         _job_context.reset(token)
 
 
+def enter_job_context(**fields: Any) -> contextvars.Token:
+    """Like ``job_context`` for code that cannot use a ``with`` block (signal pairs); pass the
+    token to ``exit_job_context``."""
+    return _job_context.set(
+        {**_job_context.get(), **{k: v for k, v in fields.items() if v is not None}}
+    )
+
+
+def exit_job_context(token: contextvars.Token) -> None:
+    _job_context.reset(token)
+
+
 def update_job_context(**fields: Any) -> None:
     """Changes fields of the current context in place (e.g. progress as a job advances)."""
     _job_context.set({**_job_context.get(), **fields})
 
 
+def install_record_factory() -> None:
+    """Stamps each record with the job context of the moment it is created, so handlers that
+    format later (queues, test capture) still see the context the line was logged in."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_stamps_job_context", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record._job_context = _job_context.get()
+        return record
+
+    factory._stamps_job_context = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 def _context_of(record: logging.LogRecord) -> dict[str, Any]:
-    context = dict(_job_context.get())
+    stamped = getattr(record, "_job_context", None)
+    context = dict(stamped if stamped is not None else _job_context.get())
     for key, value in vars(record).items():
         if key not in _RECORD_FIELDS and not key.startswith("_"):
             context[key] = value

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from monitoring.models import SEVERITY_RANK, Check, CheckStatus
+from monitoring.observability.stalled import check_monitoring_stalled
 from monitoring.probing import run_checks
 from opsconsole.logging import job_context
 
@@ -23,12 +24,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--all", action="store_true", help="run every enabled check now")
         parser.add_argument(
-            "--check", action="append", default=[], metavar="NAME",
+            "--check",
+            action="append",
+            default=[],
+            metavar="NAME",
             help="run this check now (repeatable); runs it even if disabled",
         )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
         parser.add_argument(
-            "--fail-on", choices=("warning", "critical"),
+            "--fail-on",
+            choices=("warning", "critical"),
             help="exit 1 if any result is at least this bad (for cron and CI)",
         )
 
@@ -47,6 +52,8 @@ class Command(BaseCommand):
             elif options["all"]:
                 results = run_checks(list(Check.objects.filter(enabled=True)), claim=False)
             else:
+                # Before running: a long gap since the last run is the stall to report.
+                check_monitoring_stalled()
                 results = run_checks(list(Check.due(timezone.now()).order_by("next_run_at", "id")))
 
         rows = [
@@ -88,4 +95,6 @@ class Command(BaseCommand):
         counts: dict[str, int] = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        self.stdout.write(f"{len(rows)} checks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        self.stdout.write(
+            f"{len(rows)} checks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        )

@@ -1,0 +1,178 @@
+"""Readings shared by /metrics, /api/status, ``metrics health`` and the health report.
+
+Each reading is taken fresh (never cached here) and never raises: an unreachable dependency
+is a value to report, not an error to propagate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+
+@dataclass
+class RedisReading:
+    configured: bool
+    up: bool = False
+    used_memory: int = 0
+    maxmemory: int = 0
+    latency_ms: float | None = None
+    error: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def redis_client(url: str | None = None, timeout: float = 1.0):
+    """A client for the configured Redis with short timeouts (a status page must not hang)."""
+    import redis
+
+    return redis.Redis.from_url(
+        url or settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout
+    )
+
+
+def read_redis(timeout: float = 1.0) -> RedisReading:
+    if not settings.REDIS_URL:
+        return RedisReading(configured=False)
+    import redis
+
+    client = redis_client(timeout=timeout)
+    try:
+        started = time.monotonic()
+        client.ping()
+        latency = (time.monotonic() - started) * 1000
+        info = client.info()
+        return RedisReading(
+            configured=True,
+            up=True,
+            used_memory=int(info.get("used_memory", 0)),
+            maxmemory=int(info.get("maxmemory", 0)),
+            latency_ms=round(latency, 2),
+            info=info,
+        )
+    except (redis.exceptions.RedisError, OSError) as exc:
+        return RedisReading(configured=True, up=False, error=str(exc) or type(exc).__name__)
+    finally:
+        client.close()
+
+
+@dataclass
+class QueueReading:
+    broker: str
+    reachable: bool
+    queued: int | None
+    succeeded_last_hour: int
+    failed_last_hour: int
+    error: str = ""
+
+    @property
+    def error_rate_pct(self) -> float | None:
+        total = self.succeeded_last_hour + self.failed_last_hour
+        return round(self.failed_last_hour * 100 / total, 2) if total else None
+
+
+def read_queue(now: datetime | None = None) -> QueueReading:
+    """django-q2: tasks waiting in the broker and task outcomes of the last hour."""
+    from django_q.models import Failure, Success
+
+    now = now or timezone.now()
+    since = now - timedelta(hours=1)
+    broker_name = "redis" if settings.REDIS_URL else "orm"
+    succeeded = Success.objects.filter(stopped__gte=since).count()
+    failed = Failure.objects.filter(stopped__gte=since).count()
+    queued: int | None = None
+    error = ""
+    try:
+        queued = _queue_size()
+    except Exception as exc:  # noqa: BLE001 - any broker failure means "unreachable"
+        error = str(exc) or type(exc).__name__
+    return QueueReading(broker_name, error == "", queued, succeeded, failed, error)
+
+
+def _queue_size() -> int:
+    if settings.REDIS_URL:
+        # The broker's own connection has no timeouts; a stopped Redis must not hang a scrape.
+        from django_q.conf import Conf
+
+        client = redis_client()
+        try:
+            return int(client.llen(f"django_q:{Conf.CLUSTER_NAME}:q"))
+        finally:
+            client.close()
+    from django_q.models import OrmQ
+
+    # Rows stay in OrmQ while a worker holds them, so this counts waiting plus running tasks.
+    return OrmQ.objects.count()
+
+
+@dataclass
+class DatabaseReading:
+    up: bool
+    vendor: str
+    latency_ms: float | None = None
+    error: str = ""
+
+
+def read_database() -> DatabaseReading:
+    try:
+        started = time.monotonic()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return DatabaseReading(
+            True, connection.vendor, round((time.monotonic() - started) * 1000, 2)
+        )
+    except Exception as exc:  # noqa: BLE001
+        return DatabaseReading(
+            False, connection.vendor, error=str(exc).strip() or type(exc).__name__
+        )
+
+
+@dataclass
+class SchedulerReading:
+    """How long ago any check last ran, against the shortest check interval."""
+
+    enabled_checks: int
+    last_run_at: datetime | None
+    age_seconds: float | None
+    interval_seconds: int | None
+    stalled: bool
+
+    @property
+    def limit_seconds(self) -> float | None:
+        return None if self.interval_seconds is None else 3 * self.interval_seconds
+
+
+def read_scheduler(now: datetime | None = None) -> SchedulerReading:
+    from django.db.models import Max, Min
+
+    from monitoring.models import Check
+
+    now = now or timezone.now()
+    # Heartbeat checks are pushed by the jobs they watch, but runchecks still evaluates them,
+    # so every enabled check counts.
+    agg = Check.objects.filter(enabled=True).aggregate(
+        n=models_count(),
+        last=Max("last_run_at"),
+        interval=Min("interval_seconds"),
+        first=Min("created_at"),
+    )
+    if not agg["n"]:
+        return SchedulerReading(0, None, None, None, False)
+    # A fresh installation gets three intervals from its first check's creation before it
+    # counts as stalled.
+    reference = agg["last"] or agg["first"]
+    age = max(0.0, (now - reference).total_seconds())
+    interval = int(agg["interval"])
+    return SchedulerReading(agg["n"], agg["last"], round(age, 1), interval, age > 3 * interval)
+
+
+def models_count():
+    from django.db.models import Count
+
+    return Count("id")
