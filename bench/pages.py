@@ -1,0 +1,222 @@
+"""Benchmark of the staff pages on PostgreSQL with production-sized tables.
+
+    .venv/bin/python bench/pages.py [--runs 1000000] [--checks 500] [--alerts 1000] [--items 100000]
+
+Creates a scratch database on BENCH_POSTGRES_URL (default
+postgres://postgres@127.0.0.1:5432/postgres), loads 500 checks, 1,000,000 check runs,
+1,000 alerts and 100,000 batch items, measures server time in-process (Django test client,
+median of 7 requests after a warm-up) and drops the database. Targets:
+
+- dashboard ≤ 200 ms, with the same query count on an empty and on the full database;
+- CheckRun admin changelist, page 1 and page 1 filtered by status, ≤ 300 ms each;
+- a check page with its chart ≤ 150 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGETS = {
+    "dashboard": 200.0,
+    "checkrun admin page 1": 300.0,
+    "checkrun admin filtered by status": 300.0,
+    "check page with chart": 150.0,
+}
+
+
+def scratch_database(base_url: str) -> tuple[str, str]:
+    import psycopg
+
+    name = f"opsconsole_bench_pages_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parsed = urlparse(base_url)
+    return name, urlunparse(parsed._replace(path=f"/{name}"))
+
+
+def drop_database(base_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(base_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure(client, url: str, repeat: int = 7) -> tuple[float, int]:
+    """(median ms, queries of the last request)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    response = client.get(url)  # warm-up: templates, caches, plans
+    assert response.status_code == 200, (url, response.status_code)
+    times = []
+    for _ in range(repeat):
+        with CaptureQueriesContext(connection) as ctx:
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, url
+    return statistics.median(times), len(ctx.captured_queries)
+
+
+def load(args: argparse.Namespace) -> int:
+    """Fills the tables; returns the id of a check with a full history."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from batches.models import BatchItem, BatchOperation
+    from monitoring.alert_models import Alert
+    from monitoring.models import Check, CheckRun
+
+    statuses = ["ok"] * 16 + ["warning", "critical", "unknown", "ok"]
+    Check.objects.bulk_create(
+        Check(
+            name=f"check-{i:04d}",
+            kind="http",
+            component=f"component-{i % 25}",
+            config={"url": f"http://127.0.0.1:9/{i}"},
+            warn=800,
+            crit=3000,
+            status=statuses[i % len(statuses)],
+            last_value=100 + i % 900,
+            last_message=f"HTTP 200 in {100 + i % 900} ms",
+            last_run_at=timezone.now(),
+        )
+        for i in range(args.checks)
+    )
+    first, last = Check.objects.order_by("id").values_list("id", flat=True)[:: args.checks - 1]
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {CheckRun._meta.db_table}
+                (check_id, status, value, message, details, duration_ms, created_at, status_changed)
+            SELECT %s + (g %% %s),
+                   CASE WHEN g %% 97 = 0 THEN 'critical'
+                        WHEN g %% 31 = 0 THEN 'warning' ELSE 'ok' END,
+                   (g %% 1000)::float, 'HTTP 200', '{{}}', (g %% 50)::float,
+                   now() - make_interval(secs => g * 0.06), g %% 97 = 0
+            FROM generate_series(1, %s) AS g""",
+            [first, args.checks, args.runs],
+        )
+        print(f"  {args.runs:,} check runs inserted in {time.perf_counter() - started:.1f} s")
+    now = timezone.now()
+    Alert.objects.bulk_create(
+        Alert(
+            dedup_key=f"check:{i}",
+            title=f"check-{i % args.checks:04d} failing",
+            severity=["warning", "critical", "info"][i % 3],
+            status="open" if i < 60 else "acknowledged" if i < 100 else "resolved",
+            opened_at=now,
+            resolved_at=None if i < 100 else now,
+            check_obj_id=first + i % args.checks,
+        )
+        for i in range(args.alerts)
+    )
+    batches = BatchOperation.objects.bulk_create(
+        BatchOperation(
+            operation="http",
+            creator=f"creator-{i % 5}",
+            status="running" if i < 10 else "completed",
+            total_items=args.items // 100,
+            succeeded_items=args.items // 200,
+            started_at=now,
+        )
+        for i in range(100)
+    )
+    with connection.cursor() as cursor:
+        ids = [str(b.pk) for b in batches]
+        cursor.execute(
+            f"""INSERT INTO {BatchItem._meta.db_table}
+                (batch_id, key, status, attempts, error, next_attempt_at, updated_at)
+            SELECT (%s::uuid[])[1 + g %% 100], 'item-' || g,
+                   CASE WHEN g %% 2 = 0 THEN 'succeeded' ELSE 'pending' END, 0, '', now(), now()
+            FROM generate_series(1, %s) AS g""",
+            [ids, args.items],
+        )
+        cursor.execute("ANALYZE")
+    return last
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--checks", type=int, default=500)
+    parser.add_argument("--alerts", type=int, default=1000)
+    parser.add_argument("--items", type=int, default=100_000)
+    args = parser.parse_args()
+
+    base = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name, url = scratch_database(base)
+    os.environ.update(
+        DATABASE_URL=url,
+        DJANGO_SETTINGS_MODULE="opsconsole.settings",
+        LOG_LEVEL="warning",
+        ALLOWED_HOSTS="testserver,localhost",
+    )
+    os.environ.pop("REDIS_URL", None)
+    try:
+        import django
+
+        django.setup()
+        from django.contrib.auth import get_user_model
+        from django.core.management import call_command
+        from django.test import Client
+
+        call_command("migrate", verbosity=0)
+        user = get_user_model().objects.create_user(
+            "bench", password="x" * 12, is_staff=True, is_superuser=True
+        )
+        client = Client()
+        client.force_login(user)
+        _, empty_queries = measure(client, "/", repeat=1)
+
+        print(
+            f"Loading {args.checks} checks, {args.runs:,} runs, {args.alerts} alerts, "
+            f"{args.items:,} batch items into {name} ..."
+        )
+        check_id = load(args)
+
+        results = {
+            "dashboard": measure(client, "/"),
+            "checkrun admin page 1": measure(client, "/admin/monitoring/checkrun/"),
+            "checkrun admin filtered by status": measure(
+                client, "/admin/monitoring/checkrun/?status__exact=critical"
+            ),
+            "check page with chart": measure(client, f"/checks/{check_id}/"),
+        }
+        failed = False
+        print(f"\n{'page':40} {'median ms':>10} {'target':>8} {'queries':>8}")
+        for label, (ms, queries) in results.items():
+            ok = ms <= TARGETS[label]
+            failed |= not ok
+            print(
+                f"{label:40} {ms:10.1f} {TARGETS[label]:8.0f} {queries:8d}"
+                f"  {'OK' if ok else 'MISSED'}"
+            )
+        full_queries = results["dashboard"][1]
+        same = full_queries == empty_queries
+        failed |= not same
+        print(
+            f"dashboard queries: {empty_queries} on an empty database,"
+            f" {full_queries} on the full one"
+            f"  {'OK (independent of data size)' if same else 'MISSED'}"
+        )
+        return 1 if failed else 0
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(base, name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Template helpers of the staff pages: ages, durations, the overall state in the header."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django import template
+from django.utils import timezone
+
+register = template.Library()
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``95`` -> ``1m 35s``: two units are enough to act on."""
+    if seconds is None:
+        return "—"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+@register.filter
+def age(moment: datetime | None) -> str:
+    """Time since ``moment``, e.g. ``4m 10s``."""
+    if moment is None:
+        return "never"
+    return format_seconds((timezone.now() - moment).total_seconds())
+
+
+@register.filter
+def seconds(value: float | None) -> str:
+    return format_seconds(value)
+
+
+@register.filter
+def number(value: Any) -> str:
+    """A measured value without float noise: ``12.345678`` -> ``12.35``."""
+    if value is None:
+        return "—"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if value.is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+@register.filter
+def percent(part: Any, whole: Any) -> float:
+    try:
+        return round(100.0 * float(part) / float(whole), 2) if whole else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+@register.inclusion_tag("pages/_overall_state.html", takes_context=True)
+def overall_state(context: template.Context) -> dict[str, Any]:
+    """The state badge shown in the header of every staff page."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if not (user and user.is_authenticated and user.is_staff):
+        return {"state": None}
+    state = context.get("overall")
+    if state is None:
+        from opsconsole.dashboard import overall_state as compute
+
+        state = compute()
+    return {"state": state}
