@@ -39,13 +39,21 @@ s.serve_forever()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checks", type=int, default=500)
     parser.add_argument("--delay", type=float, default=0.1)
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="bench-runchecks-")
-    os.environ.update({"DATA_DIR": data_dir, "DJANGO_SETTINGS_MODULE": "opsconsole.settings", "LOG_FORMAT": "console"})
+    os.environ.update(
+        {
+            "DATA_DIR": data_dir,
+            "DJANGO_SETTINGS_MODULE": "opsconsole.settings",
+            "LOG_FORMAT": "console",
+        }
+    )
     os.environ.pop("DATABASE_URL", None)
     import django
 
@@ -57,11 +65,18 @@ def main() -> None:
     from monitoring.probing import run_checks
 
     call_command("migrate", verbosity=0)
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(args.delay)], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(args.delay)], stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(server.stdout.readline())
         Check.objects.bulk_create(
-            Check(name=f"bench-{i}", kind="http", config={"url": f"http://127.0.0.1:{port}/{i}"}, timeout_seconds=10)
+            Check(
+                name=f"bench-{i}",
+                kind="http",
+                config={"url": f"http://127.0.0.1:{port}/{i}"},
+                timeout_seconds=10,
+            )
             for i in range(args.checks)
         )
         checks = list(Check.objects.all())
@@ -71,14 +86,20 @@ def main() -> None:
     finally:
         server.kill()
     ok = sum(1 for r in results if r.run.status == "ok")
-    others = sorted({f"{r.run.status}: {r.run.message}" for r in results if r.run.status != "ok"})[:5]
+    others = sorted({f"{r.run.status}: {r.run.message}" for r in results if r.run.status != "ok"})[
+        :5
+    ]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     serial = args.checks * args.delay
-    print(f"checks: {args.checks}, target delay {args.delay * 1000:.0f} ms, concurrency {settings.CHECKS_MAX_CONCURRENCY}")
+    print(
+        f"checks: {args.checks}, target delay {args.delay * 1000:.0f} ms, concurrency {settings.CHECKS_MAX_CONCURRENCY}"
+    )
     print(f"runs recorded: {CheckRun.objects.count()}, ok: {ok}")
     for line in others:
         print(f"  not ok: {line}")
-    print(f"pass wall time: {wall:.2f} s   (target ≤ 2.5 s; serial would take {serial:.0f} s)  {'PASS' if wall <= 2.5 else 'MISS'}")
+    print(
+        f"pass wall time: {wall:.2f} s   (target ≤ 2.5 s; serial would take {serial:.0f} s)  {'PASS' if wall <= 2.5 else 'MISS'}"
+    )
     print(f"peak RSS: {peak_mb:.0f} MB   (target ≤ 200 MB)  {'PASS' if peak_mb <= 200 else 'MISS'}")
 
 

@@ -21,8 +21,20 @@ from monitoring.models import Check, Direction
 from opsconsole.env import parse_duration
 
 CHECK_FIELDS = {
-    "name", "kind", "component", "description", "interval", "timeout", "config", "warn", "crit",
-    "direction", "debounce", "baseline", "depends_on", "enabled",
+    "name",
+    "kind",
+    "component",
+    "description",
+    "interval",
+    "timeout",
+    "config",
+    "warn",
+    "crit",
+    "direction",
+    "debounce",
+    "baseline",
+    "depends_on",
+    "enabled",
 }
 
 
@@ -74,7 +86,9 @@ def read_document(path: str | Path) -> dict[str, Any]:
         else:
             document = yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise CheckFileError([f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"]) from None
+        raise CheckFileError(
+            [f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"]
+        ) from None
     if document is None:
         document = {}
     if not isinstance(document, dict):
@@ -86,7 +100,9 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def validate_check(raw: Any, index: int, known_names: set[str]) -> tuple[dict[str, Any] | None, list[str]]:
+def validate_check(
+    raw: Any, index: int, known_names: set[str]
+) -> tuple[dict[str, Any] | None, list[str]]:
     """Returns the model fields of one check entry and the problems found in it."""
     if not isinstance(raw, dict):
         return None, [f"checks[{index}]: must be a mapping with name, kind and config"]
@@ -157,8 +173,10 @@ def validate_check(raw: Any, index: int, known_names: set[str]) -> tuple[dict[st
     if direction and direction not in Direction.values:
         problem("direction", "must be 'above' or 'below'")
     fields["direction"] = direction or ""
-    if kind is not None and "config" in fields and (
-        _number(fields.get("warn")) or _number(fields.get("crit"))
+    if (
+        kind is not None
+        and "config" in fields
+        and (_number(fields.get("warn")) or _number(fields.get("crit")))
     ):
         defaults = kind.default_thresholds(fields["config"])
         warn = fields.get("warn") if fields.get("warn") is not None else defaults[0]
@@ -166,9 +184,15 @@ def validate_check(raw: Any, index: int, known_names: set[str]) -> tuple[dict[st
         effective = fields["direction"] or defaults[2]
         if warn is not None and crit is not None:
             if effective == Direction.ABOVE and warn > crit:
-                problem("warn", f"warn {warn:g} is beyond crit {crit:g} (direction above: warn must be ≤ crit)")
+                problem(
+                    "warn",
+                    f"warn {warn:g} is beyond crit {crit:g} (direction above: warn must be ≤ crit)",
+                )
             if effective == Direction.BELOW and warn < crit:
-                problem("warn", f"warn {warn:g} is beyond crit {crit:g} (direction below: warn must be ≥ crit)")
+                problem(
+                    "warn",
+                    f"warn {warn:g} is beyond crit {crit:g} (direction below: warn must be ≥ crit)",
+                )
 
     debounce = raw.get("debounce", 1)
     if isinstance(debounce, bool) or not isinstance(debounce, int) or not 1 <= debounce <= 100:
@@ -275,7 +299,9 @@ def _apply_checks(entries: list[dict[str, Any]], prune: bool) -> dict[str, int]:
             Check.objects.filter(pk=check.pk).update(depends_on=target)
     if prune:
         names = {entry["name"] for entry in entries}
-        counts["deleted"] = Check.objects.exclude(name__in=names).delete()[1].get("monitoring.Check", 0)
+        counts["deleted"] = (
+            Check.objects.exclude(name__in=names).delete()[1].get("monitoring.Check", 0)
+        )
     return counts
 
 

@@ -54,7 +54,9 @@ def api_view(
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
-                response = json_error(405, f"method {request.method} not allowed; use {', '.join(methods)}")
+                response = json_error(
+                    405, f"method {request.method} not allowed; use {', '.join(methods)}"
+                )
                 response["Allow"] = ", ".join(methods)
                 return response
             raw = _raw_key(request)
@@ -63,7 +65,9 @@ def api_view(
                 if key is None:
                     return json_error(401, "invalid or revoked API key")
                 if not key.allows(scope):
-                    return json_error(403, f"this API key has {key.scope} scope; this call needs {scope}")
+                    return json_error(
+                        403, f"this API key has {key.scope} scope; this call needs {scope}"
+                    )
                 request.api_key = key
             elif request.user.is_authenticated and request.user.is_staff:
                 if request.method not in ("GET", "HEAD", "OPTIONS"):

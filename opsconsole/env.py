@@ -75,7 +75,9 @@ def env_bool(name: str, default: bool) -> bool:
     raise _fail(name, f"expected true or false, got {value!r}")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     value = _raw(name)
     if value is None or value == "":
         return default
@@ -129,7 +131,7 @@ def env_json_object(name: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise _fail(name, f"not valid JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(parsed, dict):
-        raise _fail(name, "expected a JSON object such as {\"source\": \"module.function\"}")
+        raise _fail(name, 'expected a JSON object such as {"source": "module.function"}')
     return parsed
 
 
@@ -143,12 +145,16 @@ def parse_database_url(url: str, name: str = "DATABASE_URL") -> dict[str, Any]:
         else:
             path = path.lstrip("/")
         if not path:
-            raise _fail(name, "a sqlite URL needs a file path, e.g. sqlite:///data/opsconsole.sqlite3")
+            raise _fail(
+                name, "a sqlite URL needs a file path, e.g. sqlite:///data/opsconsole.sqlite3"
+            )
         return sqlite_database(path)
     if parsed.scheme in ("postgres", "postgresql", "pgsql"):
         database = unquote(parsed.path.lstrip("/"))
         if not database:
-            raise _fail(name, "a postgres URL needs a database name, e.g. postgres://user@host:5432/ops")
+            raise _fail(
+                name, "a postgres URL needs a database name, e.g. postgres://user@host:5432/ops"
+            )
         try:
             port = parsed.port
         except ValueError:
@@ -177,6 +183,7 @@ def sqlite_database(path: str) -> dict[str, Any]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": path,
+        "CONN_MAX_AGE": 60,
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,

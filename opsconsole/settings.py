@@ -32,7 +32,9 @@ def _secret_key() -> tuple[str, bool]:
     configured = env_str("SECRET_KEY")
     if configured:
         if len(configured) < 32:
-            raise ImproperlyConfigured("Environment variable SECRET_KEY: use at least 32 characters")
+            raise ImproperlyConfigured(
+                "Environment variable SECRET_KEY: use at least 32 characters"
+            )
         return configured, False
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     key_file = DATA_DIR / "secret_key"
@@ -164,12 +166,27 @@ CHECKS_DEFAULT_TIMEOUT = env_duration("CHECKS_DEFAULT_TIMEOUT", 10, minimum=0.1)
 # --- Backlog and batches (read by those apps when they run) ---------------------------------
 BACKLOG_HANDLERS = env_json_object("BACKLOG_HANDLERS")
 BACKLOG_MAX_ATTEMPTS = env_int("BACKLOG_MAX_ATTEMPTS", 5, minimum=1)
+# Retries back off from BACKLOG_RETRY_DELAY, doubling up to BACKLOG_RETRY_MAX_DELAY.
+BACKLOG_RETRY_DELAY = env_duration("BACKLOG_RETRY_DELAY", 60, minimum=0)
+BACKLOG_RETRY_MAX_DELAY = env_duration("BACKLOG_RETRY_MAX_DELAY", 3600, minimum=1)
+# An entry claimed longer ago than this belongs to a dead worker and is claimable again.
+BACKLOG_CLAIM_TIMEOUT = env_duration("BACKLOG_CLAIM_TIMEOUT", 900, minimum=10)
+BACKLOG_WEBHOOK_TIMEOUT = env_duration("BACKLOG_WEBHOOK_TIMEOUT", 10, minimum=0.1)
 BATCHES_API_ENABLED = env_bool("BATCHES_API_ENABLED", True)
 BATCH_OPERATION_MAX_SIZE = env_int("BATCH_OPERATION_MAX_SIZE", 100, minimum=1)
 BATCH_OPERATION_TIMEOUT = env_duration("BATCH_OPERATION_TIMEOUT", 120, minimum=1)
 BATCH_EXECUTOR_DELAY = env_duration("BATCH_EXECUTOR_DELAY", 0.1)
 BATCH_CHUNK_SIZE = env_int("BATCH_CHUNK_SIZE", 10, minimum=1, maximum=1000)
 BATCH_ITEM_MAX_ATTEMPTS = env_int("BATCH_ITEM_MAX_ATTEMPTS", 3, minimum=1)
+# First retry delay of a failed item; doubles each attempt, capped at 60 s.
+BATCH_RETRY_BACKOFF = env_duration("BATCH_RETRY_BACKOFF", 1, minimum=0)
+
+# --- Alerts ---------------------------------------------------------------------------------
+ACK_LINK_MAX_AGE = env_duration("ACK_LINK_MAX_AGE", 24 * 3600, minimum=60)
+ALERT_GROUP_THRESHOLD = env_int("ALERT_GROUP_THRESHOLD", 5, minimum=1)
+ALERT_NOTIFY_TIMEOUT = env_duration("ALERT_NOTIFY_TIMEOUT", 10, minimum=0.1)
+ALERT_NOTIFY_MAX_ATTEMPTS = env_int("ALERT_NOTIFY_MAX_ATTEMPTS", 4, minimum=1, maximum=20)
+ALERT_NOTIFY_BACKOFF = env_duration("ALERT_NOTIFY_BACKOFF", 30, minimum=1)
 
 # --- Auth, sessions, security ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -212,6 +229,23 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "opsconsole@localhost")
 if not env_str("EMAIL_HOST"):
     # No mail server configured: mail goes to the log instead of failing.
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+# --- Observability ---------------------------------------------------------------------------
+# /metrics serves a snapshot at most this old, shared by all web processes through the cache.
+METRICS_SNAPSHOT_SECONDS = env_duration("METRICS_SNAPSHOT_SECONDS", 15, minimum=0)
+# When set, /metrics needs "Authorization: Bearer <METRICS_TOKEN>".
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Retention (manage.py housekeeping, daily).
+CHECKRUN_RETENTION_DAYS = env_int("CHECKRUN_RETENTION_DAYS", 30, minimum=1)
+CHECKRUN_KEEP_LAST = env_int("CHECKRUN_KEEP_LAST", 100, minimum=0)
+RESOLVED_ALERT_RETENTION_DAYS = env_int("RESOLVED_ALERT_RETENTION_DAYS", 180, minimum=1)
+BACKLOG_PROCESSED_RETENTION_DAYS = env_int("BACKLOG_PROCESSED_RETENTION_DAYS", 7, minimum=1)
+BATCH_RETENTION_DAYS = env_int("BATCH_RETENTION_DAYS", 90, minimum=1)
+QUEUE_SUCCESS_RETENTION_HOURS = env_int("QUEUE_SUCCESS_RETENTION_HOURS", 24, minimum=1)
+QUEUE_FAILURE_RETENTION_DAYS = env_int("QUEUE_FAILURE_RETENTION_DAYS", 7, minimum=1)
+REPORT_RETENTION_DAYS = env_int("REPORT_RETENTION_DAYS", 30, minimum=1)
+# The scheduled 30-minute report is also mailed to staff when true.
+OPSREPORT_EMAIL = env_bool("OPSREPORT_EMAIL", False)
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", "console" if DEBUG else "json", ("json", "console"))

@@ -23,8 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 
 
@@ -39,6 +44,7 @@ def skip_or_fail(reason: str, required_by: str = "REQUIRE_SERVICES") -> None:
 
 
 # --- loopback HTTP servers -------------------------------------------------------------------
+
 
 @dataclass
 class Recorded:
@@ -71,6 +77,9 @@ class LoopbackServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as two writes: without this, Nagle + delayed ACK add
+            # 40 ms to every keep-alive request.
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -97,7 +106,9 @@ class LoopbackServer:
         server.request_queue_size = 1024
         self._server = server
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -161,11 +172,16 @@ def closed_port() -> int:
 
 # --- real services ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def redis_url() -> str:
     import redis
 
-    url = os.environ.get("REDIS_URL") or os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
+    url = (
+        os.environ.get("REDIS_URL")
+        or os.environ.get("TEST_REDIS_URL")
+        or "redis://127.0.0.1:6379/15"
+    )
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except Exception as exc:  # noqa: BLE001
@@ -207,10 +223,16 @@ def subprocess_env(transactional_db) -> dict[str, str]:
     db = settings.DATABASES["default"]
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
     if connection.vendor == "sqlite":
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}" if db["NAME"].startswith("/") else f"sqlite:///{Path(db['NAME']).resolve()}"
+        env["DATABASE_URL"] = (
+            f"sqlite:///{db['NAME']}"
+            if db["NAME"].startswith("/")
+            else f"sqlite:///{Path(db['NAME']).resolve()}"
+        )
     else:
         auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-        env["DATABASE_URL"] = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        env["DATABASE_URL"] = (
+            f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
     env["DJANGO_SETTINGS_MODULE"] = "opsconsole.settings"
     env.setdefault("LOG_FORMAT", "json")
     env["PYTHONPATH"] = str(ROOT)
@@ -224,9 +246,12 @@ def manage(*args: str) -> list[str]:
 
 # --- users and clients -----------------------------------------------------------------------
 
+
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user("oncall", password="s3cret-pass", is_staff=True, is_superuser=True)
+    return django_user_model.objects.create_user(
+        "oncall", password="s3cret-pass", is_staff=True, is_superuser=True
+    )
 
 
 @pytest.fixture
@@ -255,6 +280,7 @@ def api_key_factory(db):
 
 # --- browser ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def browser():
     if not os.path.exists(CHROMIUM):
@@ -262,7 +288,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        instance = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         yield instance
         instance.close()
 
@@ -279,7 +307,9 @@ def page(browser, live_server):
 @pytest.fixture
 def logged_in_page(page, live_server, django_user_model):
     """A browser page logged in through the real login form as staff user 'oncall'."""
-    django_user_model.objects.create_user("oncall", password="s3cret-pass", is_staff=True, is_superuser=True)
+    django_user_model.objects.create_user(
+        "oncall", password="s3cret-pass", is_staff=True, is_superuser=True
+    )
     page.goto("/admin/login/?next=/admin/")
     page.fill("#id_username", "oncall")
     page.fill("#id_password", "s3cret-pass")

@@ -31,14 +31,20 @@ def test_apikey_create_prints_the_key_once_and_stores_a_hash(capsys):
 
 
 def test_api_checks_lists_checks_with_a_read_key(client, api_key_factory):
-    check = Check.objects.create(name="db", kind="database", component="core", config={"alias": "default"})
+    check = Check.objects.create(
+        name="db", kind="database", component="core", config={"alias": "default"}
+    )
     check.record(Observation(value=1.5, message="SELECT 1 in 1.5 ms"), duration_ms=2)
     key = api_key_factory("read")
     response = client.get("/api/checks/", HTTP_AUTHORIZATION=f"Bearer {key}")
     assert response.status_code == 200
     (row,) = response.json()["checks"]
     assert {k: row[k] for k in ("name", "kind", "component", "status", "value", "message")} == {
-        "name": "db", "kind": "database", "component": "core", "status": "ok", "value": 1.5,
+        "name": "db",
+        "kind": "database",
+        "component": "core",
+        "status": "ok",
+        "value": 1.5,
         "message": "SELECT 1 in 1.5 ms",
     }
     assert row["last_run_at"]
@@ -59,7 +65,9 @@ def test_api_accepts_a_staff_session_but_not_a_plain_user(staff_client, django_u
 
     assert staff_client.get("/api/checks/").status_code == 200
     viewer = Client()
-    viewer.force_login(django_user_model.objects.create_user("viewer", password="x", is_staff=False))
+    viewer.force_login(
+        django_user_model.objects.create_user("viewer", password="x", is_staff=False)
+    )
     assert viewer.get("/api/checks/").status_code == 401
 
 
@@ -70,7 +78,9 @@ def test_api_answers_405_for_the_wrong_method(client, api_key_factory):
 
 def test_secrets_in_configs_are_masked_in_the_api(client, api_key_factory):
     Check.objects.create(name="r", kind="redis", config={"url": "redis://:topsecret@127.0.0.1:1/0"})
-    body = client.get("/api/checks/", HTTP_AUTHORIZATION=f"Bearer {api_key_factory()}").content.decode()
+    body = client.get(
+        "/api/checks/", HTTP_AUTHORIZATION=f"Bearer {api_key_factory()}"
+    ).content.decode()
     assert "topsecret" not in body
 
 
@@ -85,19 +95,24 @@ def test_admin_check_list_and_run_now_action(staff_client, http_server):
     assert staff_client.get("/admin/monitoring/check/").status_code == 200
     assert staff_client.get(f"/admin/monitoring/check/{check.pk}/change/").status_code == 200
     response = staff_client.post(
-        "/admin/monitoring/check/", {"action": "run_now", "index": 0, "_selected_action": [check.pk]}
+        "/admin/monitoring/check/",
+        {"action": "run_now", "index": 0, "_selected_action": [check.pk]},
     )
     assert response.status_code == 302
     assert any(str(m).startswith("web: ok HTTP 200") for m in response.wsgi_request._messages)
     assert CheckRun.objects.filter(check_obj=check).count() == 1 and len(server.requests) == 1
 
 
-def test_checkrun_admin_is_read_only_and_never_counts_the_whole_table(staff_client, django_assert_max_num_queries):
+def test_checkrun_admin_is_read_only_and_never_counts_the_whole_table(
+    staff_client, django_assert_max_num_queries
+):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     check = Check.objects.create(name="c", kind="system", config={"metric": "cpu"})
-    CheckRun.objects.bulk_create(CheckRun(check_obj=check, status="ok", value=i) for i in range(300))
+    CheckRun.objects.bulk_create(
+        CheckRun(check_obj=check, status="ok", value=i) for i in range(300)
+    )
     with CaptureQueriesContext(connection) as queries:
         response = staff_client.get("/admin/monitoring/checkrun/")
         filtered = staff_client.get("/admin/monitoring/checkrun/?status__exact=ok")
@@ -116,6 +131,34 @@ def test_setup_schedules_is_idempotent(capsys):
     schedule = Schedule.objects.get(name="run-due-checks")
     assert schedule.func == "monitoring.probing.run_due_checks" and schedule.minutes == 1
     assert "unchanged run-due-checks" in capsys.readouterr().out
-    Schedule.objects.create(name="run-due-checks", func="x", schedule_type=Schedule.MINUTES, minutes=5)
+    Schedule.objects.create(
+        name="run-due-checks", func="x", schedule_type=Schedule.MINUTES, minutes=5
+    )
     call_command("setup_schedules")
     assert Schedule.objects.filter(name="run-due-checks").count() == 1
+
+
+def test_admin_refuses_a_config_its_kind_rejects(staff_client):
+    base = {
+        "name": "events",
+        "kind": "sql_value",
+        "component": "",
+        "description": "",
+        "interval_seconds": 60,
+        "timeout_seconds": 10,
+        "direction": "",
+        "debounce": 1,
+        "enabled": "on",
+        "config": '{"sql": "DELETE FROM monitoring_check"}',
+        "baseline": "null",
+        "state": "{}",
+    }
+    response = staff_client.post("/admin/monitoring/check/add/", base)
+    assert response.status_code == 200 and "refused" in response.content.decode()
+    assert not Check.objects.exists()
+    response = staff_client.post(
+        "/admin/monitoring/check/add/",
+        {**base, "config": '{"sql": "SELECT count(*) FROM monitoring_check"}'},
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert Check.objects.get().kind == "sql_value"

@@ -38,7 +38,12 @@ def test_loads_checks_and_is_idempotent(tmp_path, capsys):
     call_command("loadchecks", str(path))
     assert "2 created" in capsys.readouterr().out
     api = Check.objects.get(name="api-health")
-    assert (api.kind, api.component, api.interval_seconds, api.timeout_seconds) == ("http", "api", 60, 5.0)
+    assert (api.kind, api.component, api.interval_seconds, api.timeout_seconds) == (
+        "http",
+        "api",
+        60,
+        5.0,
+    )
     assert (api.warn, api.crit) == (800, 3000)
     assert Check.objects.get(name="host-disk").depends_on == api
 
@@ -74,17 +79,41 @@ def test_update_changes_fields_and_prune_deletes_the_rest(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ("{name: x, kind: nosuchkind, config: {}}", ["check 'x'", "kind", "unknown kind 'nosuchkind'"]),
+        (
+            "{name: x, kind: nosuchkind, config: {}}",
+            ["check 'x'", "kind", "unknown kind 'nosuchkind'"],
+        ),
         ("{name: x, kind: http, config: {}}", ["check 'x'", "config.url", "is required"]),
-        ("{name: x, kind: http, interval: 5 minutes, config: {url: 'http://a'}}", ["check 'x'", "interval", "duration"]),
-        ("{name: x, kind: http, warn: 6000, crit: 100, config: {url: 'http://a'}}", ["check 'x'", "warn", "beyond crit"]),
-        ("{name: x, kind: http, warn: 6000, config: {url: 'http://a'}}", ["check 'x'", "warn", "beyond crit 5000"]),
-        ("{name: x, kind: system, direction: below, warn: 10, crit: 50, config: {metric: cpu}}", ["warn", "beyond crit"]),
+        (
+            "{name: x, kind: http, interval: 5 minutes, config: {url: 'http://a'}}",
+            ["check 'x'", "interval", "duration"],
+        ),
+        (
+            "{name: x, kind: http, warn: 6000, crit: 100, config: {url: 'http://a'}}",
+            ["check 'x'", "warn", "beyond crit"],
+        ),
+        (
+            "{name: x, kind: http, warn: 6000, config: {url: 'http://a'}}",
+            ["check 'x'", "warn", "beyond crit 5000"],
+        ),
+        (
+            "{name: x, kind: system, direction: below, warn: 10, crit: 50, config: {metric: cpu}}",
+            ["warn", "beyond crit"],
+        ),
         ("{name: x, kind: http, config: {url: 'ftp://a'}}", ["config.url", "http://"]),
         ("{name: x, kind: http, debounce: 0, config: {url: 'http://a'}}", ["debounce"]),
-        ("{name: x, kind: http, colour: red, config: {url: 'http://a'}}", ["colour", "unknown field"]),
-        ("{name: x, kind: http, depends_on: nobody, config: {url: 'http://a'}}", ["depends_on", "no check named 'nobody'"]),
-        ("{name: x, kind: process, config: {cmdline: '('}}", ["config.cmdline", "regular expression"]),
+        (
+            "{name: x, kind: http, colour: red, config: {url: 'http://a'}}",
+            ["colour", "unknown field"],
+        ),
+        (
+            "{name: x, kind: http, depends_on: nobody, config: {url: 'http://a'}}",
+            ["depends_on", "no check named 'nobody'"],
+        ),
+        (
+            "{name: x, kind: process, config: {cmdline: '('}}",
+            ["config.cmdline", "regular expression"],
+        ),
     ],
 )
 def test_invalid_entries_name_check_and_field_and_write_nothing(tmp_path, entry, expected):
@@ -130,6 +159,12 @@ def test_loadchecks_exits_non_zero_from_the_shell(tmp_path, subprocess_env):
     from tests.conftest import manage
 
     path = write(tmp_path, "checks:\n  - {name: bad, kind: http, config: {}}\n")
-    result = subprocess.run(manage("loadchecks", str(path)), env=subprocess_env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        manage("loadchecks", str(path)),
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "check 'bad': config.url: is required" in result.stderr

@@ -25,7 +25,9 @@ def run_one(check: Check):
 
 def system(metric: str, **fields) -> Check:
     config = {"metric": metric, **({"path": "/"} if metric == "disk" else {})}
-    return Check.objects.create(name=f"sys-{metric}-{uuid.uuid4().hex[:6]}", kind="system", config=config, **fields)
+    return Check.objects.create(
+        name=f"sys-{metric}-{uuid.uuid4().hex[:6]}", kind="system", config=config, **fields
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,14 +71,18 @@ def _wait_gone(proc: subprocess.Popen) -> None:
 
 def test_process_found_by_command_line_then_killed_then_restarts_counted():
     marker = f"opsconsole-test-worker-{uuid.uuid4().hex}"
-    check = Check.objects.create(name="worker", kind="process", config={"cmdline": marker, "min_count": 1})
+    check = Check.objects.create(
+        name="worker", kind="process", config={"cmdline": marker, "min_count": 1}
+    )
     proc = _sleeper(marker)
     try:
         time.sleep(0.2)
         run = run_one(check)
         assert run.status == CheckStatus.OK, run.message
         assert run.details["count"] == 1 and run.details["pids"] == [proc.pid]
-        assert run.value == pytest.approx(psutil.Process(proc.pid).memory_info().rss / 1024 / 1024, rel=0.2)
+        assert run.value == pytest.approx(
+            psutil.Process(proc.pid).memory_info().rss / 1024 / 1024, rel=0.2
+        )
 
         _wait_gone(proc)
         run = run_one(check)
@@ -103,7 +109,9 @@ def test_process_found_by_command_line_then_killed_then_restarts_counted():
 def test_many_restarts_per_hour_raise_the_status():
     marker = f"opsconsole-test-flappy-{uuid.uuid4().hex}"
     check = Check.objects.create(
-        name="flappy", kind="process", config={"cmdline": marker, "restarts_warn": 1, "restarts_crit": 3}
+        name="flappy",
+        kind="process",
+        config={"cmdline": marker, "restarts_warn": 1, "restarts_crit": 3},
     )
     statuses = []
     for _ in range(5):
@@ -117,7 +125,9 @@ def test_many_restarts_per_hour_raise_the_status():
 
 def test_process_memory_threshold():
     marker = f"opsconsole-test-rss-{uuid.uuid4().hex}"
-    check = Check.objects.create(name="rss", kind="process", config={"cmdline": marker}, warn=1, crit=100_000)
+    check = Check.objects.create(
+        name="rss", kind="process", config={"cmdline": marker}, warn=1, crit=100_000
+    )
     proc = _sleeper(marker)
     try:
         time.sleep(0.2)

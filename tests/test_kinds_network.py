@@ -106,7 +106,9 @@ def test_redis_key_count_for_a_prefix(redis_url):
 
 def test_redis_nothing_listening_is_critical_within_the_timeout():
     started = time.monotonic()
-    run = run_one(make("cache", "redis", {"url": f"redis://127.0.0.1:{closed_port()}/0"}, timeout_seconds=1.0))
+    run = run_one(
+        make("cache", "redis", {"url": f"redis://127.0.0.1:{closed_port()}/0"}, timeout_seconds=1.0)
+    )
     assert time.monotonic() - started < 1.5
     assert run.status == CheckStatus.CRITICAL
     assert "unreachable" in run.message
@@ -126,7 +128,14 @@ def test_database_postgres_dsn(postgres_dsn):
 
 def test_database_unreachable_dsn_is_critical_within_the_timeout():
     started = time.monotonic()
-    run = run_one(make("pg", "database", {"dsn": f"postgres://postgres@127.0.0.1:{closed_port()}/x"}, timeout_seconds=2.0))
+    run = run_one(
+        make(
+            "pg",
+            "database",
+            {"dsn": f"postgres://postgres@127.0.0.1:{closed_port()}/x"},
+            timeout_seconds=2.0,
+        )
+    )
     assert time.monotonic() - started < 2.5
     assert run.status == CheckStatus.CRITICAL
     assert run.message.startswith("unreachable")
@@ -135,5 +144,15 @@ def test_database_unreachable_dsn_is_critical_within_the_timeout():
 def test_secrets_are_masked_in_the_api_and_admin_view():
     from monitoring.kinds import mask_secrets
 
-    masked = mask_secrets({"url": "redis://:hunter2@cache:6379/0", "headers": {"Authorization": "Bearer x"}, "password": "p"})
-    assert "hunter2" not in str(masked) and "Bearer x" not in str(masked) and masked["password"] == "***"
+    masked = mask_secrets(
+        {
+            "url": "redis://:hunter2@cache:6379/0",
+            "headers": {"Authorization": "Bearer x"},
+            "password": "p",
+        }
+    )
+    assert (
+        "hunter2" not in str(masked)
+        and "Bearer x" not in str(masked)
+        and masked["password"] == "***"
+    )

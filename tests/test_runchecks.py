@@ -31,7 +31,10 @@ def test_prints_a_table_of_results(http_server, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["NAME", "STATUS", "VALUE", "TIME", "MESSAGE"]
     assert any(line.startswith("web ") and " ok " in line for line in out.splitlines())
-    assert any(line.startswith("down ") and "critical" in line and "unreachable" in line for line in out.splitlines())
+    assert any(
+        line.startswith("down ") and "critical" in line and "unreachable" in line
+        for line in out.splitlines()
+    )
     assert "2 checks: 1 critical, 1 ok" in out
 
 
@@ -93,7 +96,9 @@ def test_fail_on_sets_the_exit_code(http_server):
 
 
 def test_debounce_needs_consecutive_failures_before_the_status_changes():
-    check = Check.objects.create(name="d", kind="system", config={"metric": "cpu"}, debounce=3, status=CheckStatus.OK)
+    check = Check.objects.create(
+        name="d", kind="system", config={"metric": "cpu"}, debounce=3, status=CheckStatus.OK
+    )
     statuses = []
     for _ in range(3):
         check.record(Observation(error="unreachable"), duration_ms=1)
@@ -107,7 +112,9 @@ def test_debounce_needs_consecutive_failures_before_the_status_changes():
 
 
 def test_an_interrupted_streak_starts_again():
-    check = Check.objects.create(name="d", kind="system", config={"metric": "cpu"}, debounce=2, status=CheckStatus.OK)
+    check = Check.objects.create(
+        name="d", kind="system", config={"metric": "cpu"}, debounce=2, status=CheckStatus.OK
+    )
     check.record(Observation(error="x"), duration_ms=1)
     check.record(Observation(value=1), duration_ms=1)
     check.record(Observation(error="x"), duration_ms=1)
@@ -120,7 +127,11 @@ def test_run_checks_records_state_on_the_check(http_server):
     check = http_check("web", http_server().url)
     (result,) = run_checks([check], claim=False)
     check.refresh_from_db()
-    assert check.status == "ok" and check.last_run_at is not None and check.last_value == result.run.value
+    assert (
+        check.status == "ok"
+        and check.last_run_at is not None
+        and check.last_value == result.run.value
+    )
     assert check.next_run_at > timezone.now()
 
 
@@ -130,7 +141,13 @@ def test_two_runchecks_started_together_run_each_due_check_once(http_server, sub
     for i in range(40):
         http_check(f"web-{i}", f"{server.url}/{i}")
     procs = [
-        subprocess.Popen(manage("runchecks", "--json"), env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            manage("runchecks", "--json"),
+            env=subprocess_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = []

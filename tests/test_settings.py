@@ -14,7 +14,16 @@ from tests.conftest import ROOT
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("5m", 300), ("1h", 3600), ("1d", 86400), ("100ms", 0.1), (45, 45), ("2.5s", 2.5), ("90", 90)],
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        ("1d", 86400),
+        ("100ms", 0.1),
+        (45, 45),
+        ("2.5s", 2.5),
+        ("90", 90),
+    ],
 )
 def test_durations_accept_seconds_and_units(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
@@ -27,12 +36,23 @@ def test_durations_refuse_other_forms(text):
 
 
 def test_format_duration_is_short_and_readable():
-    assert [format_duration(s) for s in (5, 125, 3600 + 1800, 2 * 86400 + 3600)] == ["5s", "2m 5s", "1h 30m", "2d 1h"]
+    assert [format_duration(s) for s in (5, 125, 3600 + 1800, 2 * 86400 + 3600)] == [
+        "5s",
+        "2m 5s",
+        "1h 30m",
+        "2d 1h",
+    ]
 
 
 def test_database_urls():
     pg = parse_database_url("postgres://ops:p%40ss@db.internal:6543/console?sslmode=require")
-    assert (pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == ("console", "ops", "p@ss", "db.internal", "6543")
+    assert (pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
+        "console",
+        "ops",
+        "p@ss",
+        "db.internal",
+        "6543",
+    )
     assert pg["OPTIONS"] == {"sslmode": "require"}
     sqlite = parse_database_url("sqlite:////var/lib/ops/db.sqlite3")
     assert sqlite["NAME"] == "/var/lib/ops/db.sqlite3"
@@ -42,9 +62,14 @@ def test_database_urls():
 
 def _start(env_overrides: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "opsconsole.settings"}, **env_overrides)
+    env.update(
+        {"DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "opsconsole.settings"},
+        **env_overrides,
+    )
     code = "import django; django.setup(); from django.conf import settings; print(settings.DEBUG, settings.CHECKS_MAX_CONCURRENCY)"
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize(

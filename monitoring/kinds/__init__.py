@@ -94,7 +94,10 @@ def mask_secrets(value: Any, secret_fields: tuple[str, ...] = CheckKind.secret_f
         masked = {}
         for key, item in value.items():
             lowered = str(key).lower()
-            if any(word in lowered for word in secret_fields) or lowered in ("authorization", "headers"):
+            if any(word in lowered for word in secret_fields) or lowered in (
+                "authorization",
+                "headers",
+            ):
                 masked[key] = mask_secrets(item, secret_fields) if lowered == "headers" else "***"
             else:
                 masked[key] = mask_secrets(item, secret_fields)
@@ -106,7 +109,9 @@ def mask_secrets(value: Any, secret_fields: tuple[str, ...] = CheckKind.secret_f
     return value
 
 
-def require_str(config: dict[str, Any], key: str, errors: dict[str, str], *, required: bool = True) -> str | None:
+def require_str(
+    config: dict[str, Any], key: str, errors: dict[str, str], *, required: bool = True
+) -> str | None:
     value = config.get(key)
     if value is None:
         if required:

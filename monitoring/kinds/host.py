@@ -65,7 +65,9 @@ class SystemKind(CheckKind):
         if metric == "cpu":
             sample = min(float(check.config.get("sample_seconds", 0.5)), check.timeout_seconds / 2)
             value = psutil.cpu_percent(interval=sample)
-            return Observation(value=value, message=f"CPU {value:.1f} %", details={"cores": psutil.cpu_count()})
+            return Observation(
+                value=value, message=f"CPU {value:.1f} %", details={"cores": psutil.cpu_count()}
+            )
         if metric == "memory":
             mem = psutil.virtual_memory()
             return Observation(
@@ -79,8 +81,11 @@ class SystemKind(CheckKind):
             return Observation(value=free, message=f"{free} MB available of {mem.total // MB} MB")
         if metric == "swap":
             swap = psutil.swap_memory()
-            return Observation(value=swap.percent, message=f"swap {swap.percent:.1f} % used",
-                               details={"total_mb": swap.total // MB})
+            return Observation(
+                value=swap.percent,
+                message=f"swap {swap.percent:.1f} % used",
+                details={"total_mb": swap.total // MB},
+            )
         if metric == "load":
             one, five, fifteen = os.getloadavg()
             return Observation(
@@ -129,7 +134,13 @@ class ProcessKind(CheckKind):
                 errors[f"config.{key}"] = "must be a whole number ≥ 0"
         if errors:
             raise ConfigError(errors)
-        return {"metric": "rss_mb", "min_count": 1, "restarts_warn": 5, "restarts_crit": 20, **config}
+        return {
+            "metric": "rss_mb",
+            "min_count": 1,
+            "restarts_warn": 5,
+            "restarts_crit": 20,
+            **config,
+        }
 
     def default_thresholds(self, config: dict[str, Any]) -> tuple[float | None, float | None, str]:
         metric = config.get("metric", "rss_mb")
@@ -141,7 +152,9 @@ class ProcessKind(CheckKind):
         }[metric]
 
     def unit_for(self, config: dict[str, Any]) -> str:
-        return {"rss_mb": " MB", "cpu": " %", "count": "", "restarts": "/h"}[config.get("metric", "rss_mb")]
+        return {"rss_mb": " MB", "cpu": " %", "count": "", "restarts": "/h"}[
+            config.get("metric", "rss_mb")
+        ]
 
     @staticmethod
     def matching(config: dict[str, Any]) -> list[psutil.Process]:
@@ -183,8 +196,12 @@ class ProcessKind(CheckKind):
         if seen_before:
             # A process we knew that is gone, or whose PID now belongs to a newer process,
             # counts as one restart when something new is running in its place.
-            vanished = [pid for pid, started in seen_before.items() if identities.get(pid) != started]
-            appeared = [pid for pid, started in identities.items() if seen_before.get(pid) != started]
+            vanished = [
+                pid for pid, started in seen_before.items() if identities.get(pid) != started
+            ]
+            appeared = [
+                pid for pid, started in identities.items() if seen_before.get(pid) != started
+            ]
             restarts.extend([now] * min(len(vanished), len(appeared)))
 
         cpu_pct = 0.0
@@ -213,7 +230,8 @@ class ProcessKind(CheckKind):
             return Observation(
                 value=0 if config.get("metric") == "count" else None,
                 status="critical",
-                message=f"none running matching {label!r}" if not identities
+                message=f"none running matching {label!r}"
+                if not identities
                 else f"{len(identities)} running matching {label!r}, expected at least {config['min_count']}",
                 details=details,
                 state=state,
@@ -233,4 +251,6 @@ class ProcessKind(CheckKind):
             f"{len(identities)} running, {rss_mb:.0f} MB RSS, CPU {cpu_pct:.1f} %, "
             f"{len(restarts)} restarts in the last hour"
         )
-        return Observation(value=value, status=restart_status, message=message, details=details, state=state)
+        return Observation(
+            value=value, status=restart_status, message=message, details=details, state=state
+        )

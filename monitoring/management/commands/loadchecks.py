@@ -13,7 +13,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", help="path to the check file (.yaml, .yml or .json)")
         parser.add_argument(
-            "--prune", action="store_true",
+            "--prune",
+            action="store_true",
             help="delete checks (and other named entries) that are not in the file",
         )
 

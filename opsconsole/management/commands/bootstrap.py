@@ -18,8 +18,14 @@ def demo_document() -> dict:
     document = yaml.safe_load(DEMO_FILE.read_text().replace("{site_url}", settings.SITE_URL))
     if settings.REDIS_URL:
         document["checks"].append(
-            {"name": "console-redis", "kind": "redis", "component": "console", "interval": "1m",
-             "timeout": "5s", "config": {"url": settings.REDIS_URL, "metric": "memory"}}
+            {
+                "name": "console-redis",
+                "kind": "redis",
+                "component": "console",
+                "interval": "1m",
+                "timeout": "5s",
+                "config": {"url": settings.REDIS_URL, "metric": "memory"},
+            }
         )
     return document
 
@@ -32,7 +38,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--demo", action="store_true", help="load the demo checks if there are no checks")
+        parser.add_argument(
+            "--demo", action="store_true", help="load the demo checks if there are no checks"
+        )
         parser.add_argument("--username", default="admin")
 
     def handle(self, *args, demo: bool, username: str, **options):
@@ -42,7 +50,9 @@ class Command(BaseCommand):
         else:
             password = secrets.token_urlsafe(12)
             User.objects.create_superuser(username=username, email="", password=password)
-            self.stdout.write(f"Login: {username} / {password}   (shown once; change it in the admin)")
+            self.stdout.write(
+                f"Login: {username} / {password}   (shown once; change it in the admin)"
+            )
         if demo:
             if Check.objects.exists():
                 self.stdout.write("Checks exist; demo checks not loaded.")

@@ -12,7 +12,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--list", action="store_true", help="print the jobs and their cron equivalents")
+        parser.add_argument(
+            "--list", action="store_true", help="print the jobs and their cron equivalents"
+        )
 
     def handle(self, *args, **options):
         jobs = periodic_jobs()
