@@ -21,6 +21,7 @@ from django.utils import timezone
 from backlog.handlers import HandlerMissing, HandlerSet, describe_handler
 from backlog.models import DEFAULT_SOURCE, BacklogEntry, BacklogStatus
 from opsconsole.logging import job_context
+from opsconsole.retry import backoff_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -412,9 +413,11 @@ def clear(*, source: str | None = None, status: str | None = None) -> int:
 
 def retry_delay(attempts: int) -> timedelta:
     """Backoff after the n-th failed attempt: base, 2x base, 4x base, … capped."""
-    base = float(settings.BACKLOG_RETRY_DELAY)
-    cap = float(settings.BACKLOG_RETRY_MAX_DELAY)
-    return timedelta(seconds=min(base * 2 ** max(attempts - 1, 0), cap))
+    return timedelta(
+        seconds=backoff_seconds(
+            attempts, settings.BACKLOG_RETRY_DELAY, settings.BACKLOG_RETRY_MAX_DELAY
+        )
+    )
 
 
 def claim(

@@ -40,6 +40,7 @@ from batches.models import (
 )
 from batches.operations import Operation, PermanentError, RetryableError, get_operation
 from opsconsole.logging import job_context, update_job_context
+from opsconsole.retry import backoff_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ MAX_BACKOFF = 60.0
 
 
 def _backoff(attempts: int) -> float:
-    base = float(settings.BATCH_RETRY_BACKOFF)
-    return min(base * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
+    return backoff_seconds(attempts, settings.BATCH_RETRY_BACKOFF, MAX_BACKOFF)
 
 
 def lease_seconds(operation: Operation, payload: dict[str, Any], chunk_size: int) -> float:

@@ -38,6 +38,7 @@ from monitoring.alerting.bulk import insert_rows
 from monitoring.alerting.delivery import Outgoing, build_grouped, build_single, deliver
 from monitoring.alerting.policy import ChannelSet, due_notifications, load_policies, step_index
 from monitoring.alerting.report import load_report_inputs
+from opsconsole.retry import backoff_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +243,9 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
                     )
             else:
                 final = attempt >= max_attempts
-                retry_at = None if final else now + timedelta(seconds=backoff * 2 ** (attempt - 1))
+                retry_at = (
+                    None if final else now + timedelta(seconds=backoff_seconds(attempt, backoff))
+                )
                 status = NotificationStatus.FAILED if final else NotificationStatus.PENDING
                 failed[(status, retry_at, message.error)].append(row.pk)
                 event["outcome"] = "failed" if final else "error"
