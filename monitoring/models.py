@@ -212,7 +212,6 @@ class Check(models.Model):
             Check.objects.filter(pk=self.pk).update(**fields)
             for name, value in fields.items():
                 setattr(self, name, value)
-            run.previous_status = previous
             for hook in _after_record_hooks:
                 hook(self, run, previous)
         return run

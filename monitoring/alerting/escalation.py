@@ -48,10 +48,6 @@ STALE_CLAIM = timedelta(minutes=10)
 MAX_CLAIM = 5000
 
 
-def _setting(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
-
-
 @dataclass
 class PassResult:
     planned: int = 0
@@ -152,7 +148,7 @@ def claim(now: datetime, token: str, windows: list[MaintenanceWindow]) -> int:
 def compose(rows: list[Notification], now: datetime) -> list[Outgoing]:
     """One message per alert and channel (steps owed together, e.g. after a maintenance window,
     go as one), or one grouped message when a channel is owed more alerts than the threshold."""
-    threshold = int(_setting("ALERT_GROUP_THRESHOLD", 5))
+    threshold = settings.ALERT_GROUP_THRESHOLD
     by_channel: dict[int, dict[int, list[Notification]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         by_channel[row.channel_id][row.alert_id].append(row)
@@ -200,8 +196,8 @@ def send_all(messages: list[Outgoing]) -> None:
 
 
 def record(messages: list[Outgoing], token: str, now: datetime, result: PassResult) -> None:
-    max_attempts = int(_setting("ALERT_NOTIFY_MAX_ATTEMPTS", 4))
-    backoff = _setting("ALERT_NOTIFY_BACKOFF", 30.0)
+    max_attempts = settings.ALERT_NOTIFY_MAX_ATTEMPTS
+    backoff = settings.ALERT_NOTIFY_BACKOFF
     ok_ids: list[int] = []
     # (status, next attempt, error) -> ids: failures of one message share their fate.
     failed: dict[tuple[str, datetime | None, str], list[int]] = defaultdict(list)

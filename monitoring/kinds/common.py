@@ -49,3 +49,23 @@ def accept_database_key(config: dict[str, Any], errors: dict[str, str]) -> dict[
     config = dict(config)
     config["alias"] = config.pop("database")
     return config
+
+
+def validate_database_target(config: dict[str, Any], errors: dict[str, str]) -> None:
+    """A Django database alias (default ``default``) or a postgres:// / sqlite:/// DSN."""
+    from django.conf import settings
+
+    if "alias" in config and "dsn" in config:
+        errors["config.dsn"] = "give either alias or dsn, not both"
+    if "dsn" in config:
+        dsn = config["dsn"]
+        if not isinstance(dsn, str) or not dsn.startswith(
+            ("postgres://", "postgresql://", "sqlite:///")
+        ):
+            errors["config.dsn"] = "must be a postgres:// or sqlite:/// URL"
+    else:
+        alias = config.get("alias", "default")
+        if alias not in settings.DATABASES:
+            errors["config.alias"] = (
+                f"unknown database alias {alias!r}; configured: {', '.join(settings.DATABASES)}"
+            )

@@ -21,7 +21,7 @@ from monitoring.kinds import (
     register,
     require_str,
 )
-from monitoring.kinds.common import accept_database_key, duration
+from monitoring.kinds.common import accept_database_key, duration, validate_database_target
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
@@ -89,23 +89,6 @@ def write_refusal(sql: str) -> str | None:
             "SQL checks run read-only SELECT queries only"
         )
     return None
-
-
-def _validate_target(config: dict[str, Any], errors: dict[str, str]) -> None:
-    from django.conf import settings
-
-    if "alias" in config and "dsn" in config:
-        errors["config.dsn"] = "give either alias or dsn, not both"
-    if "dsn" in config:
-        dsn = require_str(config, "dsn", errors)
-        if dsn and not dsn.startswith(("postgres://", "postgresql://", "sqlite:///")):
-            errors["config.dsn"] = "must be a postgres:// or sqlite:/// URL"
-    else:
-        alias = config.get("alias", "default")
-        if alias not in settings.DATABASES:
-            errors["config.alias"] = (
-                f"unknown database alias {alias!r}; configured: {', '.join(settings.DATABASES)}"
-            )
 
 
 def _validate_sql(config: dict[str, Any], errors: dict[str, str]) -> None:
@@ -208,7 +191,7 @@ class FreshnessKind(CheckKind):
             },
             errors,
         )
-        _validate_target(config, errors)
+        validate_database_target(config, errors)
         normalised = dict(config)
         if "sql" in config and ("model" in config or "field" in config):
             errors["config.sql"] = "give either sql or model + field, not both"
@@ -330,7 +313,7 @@ class SqlValueKind(CheckKind):
             {"sql", "table", "alias", "dsn", "statement_timeout", "since", "null_as", "unit"},
             errors,
         )
-        _validate_target(config, errors)
+        validate_database_target(config, errors)
         normalised = dict(config)
         if "sql" in config and "table" in config:
             errors["config.table"] = "give either sql or table (a row count), not both"

@@ -17,7 +17,7 @@ from monitoring.kinds import (
     register,
     require_str,
 )
-from monitoring.kinds.common import accept_database_key, choice
+from monitoring.kinds.common import accept_database_key, choice, validate_database_target
 
 if TYPE_CHECKING:
     from monitoring.models import Check
@@ -112,7 +112,6 @@ class HttpKind(CheckKind):
 class RedisKind(CheckKind):
     name = "redis"
     label = "Redis"
-    secret_fields = CheckKind.secret_fields
 
     _metrics = ("memory", "latency", "keys")
 
@@ -197,23 +196,10 @@ class DatabaseKind(CheckKind):
     default_crit = 2000
 
     def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        from django.conf import settings
-
         errors: dict[str, str] = {}
         config = accept_database_key(config, errors)
         check_known_keys(config, {"alias", "dsn"}, errors)
-        if "alias" in config and "dsn" in config:
-            errors["config.dsn"] = "give either alias or dsn, not both"
-        if "dsn" in config:
-            dsn = require_str(config, "dsn", errors)
-            if dsn and not dsn.startswith(("postgres://", "postgresql://", "sqlite:///")):
-                errors["config.dsn"] = "must be a postgres:// or sqlite:/// URL"
-        else:
-            alias = config.get("alias", "default")
-            if alias not in settings.DATABASES:
-                errors["config.alias"] = (
-                    f"unknown database alias {alias!r}; configured: {', '.join(settings.DATABASES)}"
-                )
+        validate_database_target(config, errors)
         if errors:
             raise ConfigError(errors)
         return dict(config) if "dsn" in config else {"alias": config.get("alias", "default")}
