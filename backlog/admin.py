@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -5,10 +6,36 @@ from django.http import HttpRequest
 from backlog import services
 from backlog.models import BacklogEntry
 from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.redaction import MASK, holds_mask, mask_config, restore_masked
+
+
+class BacklogEntryForm(forms.ModelForm):
+    """Shows the payload with secrets masked; a mask that comes back unchanged keeps the stored
+    secret, one edited around is refused rather than stored as ``***``."""
+
+    class Meta:
+        model = BacklogEntry
+        fields = ("source", "key", "reason", "payload")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and isinstance(self.instance.payload, dict):
+            self.initial["payload"] = mask_config(self.instance.payload)
+
+    def clean_payload(self):
+        payload = self.cleaned_data.get("payload")
+        if self.instance.pk:
+            payload = restore_masked(payload, self.instance.payload)
+        if holds_mask(payload):
+            raise forms.ValidationError(
+                f"a secret is still shown as {MASK}; type the whole value again to change it"
+            )
+        return payload
 
 
 @admin.register(BacklogEntry)
 class BacklogEntryAdmin(LargeTableAdminMixin, admin.ModelAdmin):
+    form = BacklogEntryForm
     list_display = (
         "key",
         "source",

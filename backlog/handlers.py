@@ -14,6 +14,8 @@ import httpx
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from opsconsole.redaction import mask_url
+
 if TYPE_CHECKING:
     from backlog.models import BacklogEntry
 
@@ -52,11 +54,11 @@ class WebhookHandler:
         )
         if not 200 <= response.status_code < 300:
             raise RuntimeError(
-                f"HTTP {response.status_code} from {self.url}: {response.text[:200]}"
+                f"HTTP {response.status_code} from {mask_url(self.url)}: {response.text[:200]}"
             )
 
     def describe(self) -> str:
-        return f"POST {self.url}"
+        return f"POST {mask_url(self.url)}"
 
 
 def handler_setting(source: str) -> str | None:
@@ -70,7 +72,7 @@ def describe_handler(source: str) -> str:
     if target is None:
         return f"no handler: would fail ({missing_message(source)})"
     if target.startswith(WEBHOOK_PREFIX):
-        return f"POST {target[len(WEBHOOK_PREFIX) :]}"
+        return f"POST {mask_url(target[len(WEBHOOK_PREFIX) :])}"
     return f"call {target}"
 
 

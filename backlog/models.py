@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from opsconsole.redaction import mask_config
+
 DEFAULT_SOURCE = "default"
 
 
@@ -89,7 +91,7 @@ class BacklogEntry(models.Model):
             "source": self.source,
             "key": self.key,
             "reason": self.reason,
-            "payload": self.payload,
+            "payload": mask_config(self.payload),
             "status": self.status,
             "attempts": self.attempts,
             "last_error": self.last_error,

@@ -18,9 +18,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, QuerySet
 from django.utils import timezone
 
-from backlog.handlers import HandlerMissing, HandlerSet, describe_handler
+from backlog.handlers import HandlerMissing, HandlerSet, describe_handler, handler_setting
 from backlog.models import DEFAULT_SOURCE, BacklogEntry, BacklogStatus
 from opsconsole.logging import job_context
+from opsconsole.redaction import redact, secret_values
 from opsconsole.retry import backoff_seconds
 
 logger = logging.getLogger(__name__)
@@ -511,7 +512,10 @@ def _record_failure(
     held = BacklogEntry.objects.filter(
         pk=entry.pk, status=BacklogStatus.PROCESSING, claim_token=entry.claim_token
     )
-    error = error[:2000]
+    # Handlers echo URLs and payload values back in their errors: scrubbed of the entry's and
+    # its handler's secrets before the error is stored, listed or logged.
+    secrets = secret_values({"payload": entry.payload, "handler": handler_setting(entry.source)})
+    error = redact(error, secrets)[:2000]
     report.errors.append((entry.source, entry.key, error))
     if not permanent and attempts < max_attempts:
         try:

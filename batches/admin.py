@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from django.contrib import admin, messages
@@ -12,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from batches.models import BatchItem, BatchOperation, BatchStatus
 from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.redaction import mask_config
 
 ITEMS_PREVIEW = 50
 
@@ -61,7 +63,7 @@ class BatchOperationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         "id",
         "operation",
         "creator",
-        "payload",
+        "masked_payload",
         "status",
         "progress",
         "total_items",
@@ -92,6 +94,10 @@ class BatchOperationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         except ValueError:
             # Prefix match keeps the (creator, created_at) index usable.
             return queryset.filter(creator__startswith=term), False
+
+    @admin.display(description="payload (secrets masked)")
+    def masked_payload(self, batch: BatchOperation) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(mask_config(batch.payload), indent=2))
 
     @admin.display(description="progress")
     def progress(self, batch: BatchOperation) -> str:

@@ -40,6 +40,7 @@ from batches.models import (
 )
 from batches.operations import Operation, PermanentError, RetryableError, get_operation
 from opsconsole.logging import job_context, update_job_context
+from opsconsole.redaction import redact, secret_values
 from opsconsole.retry import backoff_seconds
 
 logger = logging.getLogger(__name__)
@@ -166,6 +167,9 @@ def record_outcomes(batch_id: uuid.UUID, outcomes: list[Outcome], now: datetime)
     max_attempts = settings.BATCH_ITEM_MAX_ATTEMPTS
     with transaction.atomic():
         batch = BatchOperation.objects.select_for_update().get(pk=batch_id)
+        # Servers echo URLs and headers back in their errors: the payload's secrets are
+        # scrubbed from every item error before it is stored and shown.
+        secrets = secret_values(batch.payload)
         tokens = {item.pk: item.claim_token for item, _, _ in outcomes}
         held = {
             item.pk: item
@@ -192,13 +196,13 @@ def record_outcomes(batch_id: uuid.UUID, outcomes: list[Outcome], now: datetime)
                 )
                 succeeded += 1
             elif kind == "retry" and item.attempts < max_attempts:
-                item.status, item.error = ItemStatus.PENDING, str(value)
+                item.status, item.error = ItemStatus.PENDING, redact(str(value), secrets)
                 item.next_attempt_at = now + timedelta(seconds=_backoff(item.attempts))
             else:
                 suffix = f" (after {item.attempts} attempts)" if kind == "retry" else ""
                 item.status, item.error, item.finished_at = (
                     ItemStatus.FAILED,
-                    f"{value}{suffix}",
+                    redact(f"{value}{suffix}", secrets),
                     now,
                 )
                 failed += 1

@@ -19,6 +19,7 @@ from django.utils.dateparse import parse_datetime
 
 from batches.models import BatchItem, BatchOperation, BatchStatus, ItemStatus
 from batches.operations import get_operation, operation_names
+from opsconsole.redaction import mask_config
 
 MAX_CREATOR_LENGTH = 100
 MAX_KEY_LENGTH = 200
@@ -283,7 +284,7 @@ def batch_detail(
         next_cursor = str(rows[-1].id)
     return {
         **batch_summary(batch),
-        "payload": batch.payload,
+        "payload": mask_config(batch.payload),
         "items": [item.as_json() for item in rows],
         "nextItemsCursor": next_cursor,
     }

@@ -11,6 +11,7 @@ from monitoring.kinds import ConfigError, get_kind, kind_names, mask_secrets
 from monitoring.models import Check, CheckRun
 from monitoring.probing import run_checks
 from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.redaction import MASK, holds_mask, mask_config, restore_masked
 
 
 class CheckForm(forms.ModelForm):
@@ -23,6 +24,23 @@ class CheckForm(forms.ModelForm):
             for f in Check._meta.get_fields()
             if f.concrete and f.editable and not f.auto_created
         ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The form shows secrets masked; clean() puts the stored ones back where the mask
+        # comes back unchanged.
+        if self.instance.pk and isinstance(self.instance.config, dict):
+            self.initial["config"] = mask_config(self.instance.config)
+
+    def clean_config(self):
+        config = self.cleaned_data.get("config")
+        if self.instance.pk and isinstance(config, dict):
+            config = restore_masked(config, self.instance.config)
+        if holds_mask(config):
+            raise forms.ValidationError(
+                f"a secret is still shown as {MASK}; type the whole value again to change it"
+            )
+        return config
 
     def clean(self):
         cleaned = super().clean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 
 from monitoring.alert_models import (
@@ -14,6 +15,7 @@ from monitoring.alert_models import (
     NotificationChannel,
 )
 from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.redaction import MASK
 
 
 class AlertEventInline(admin.TabularInline):
@@ -125,9 +127,33 @@ class NotificationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         return False
 
 
+class NotificationChannelForm(forms.ModelForm):
+    """Shows the webhook URL masked and keeps the stored one when the mask comes back as is."""
+
+    class Meta:
+        model = NotificationChannel
+        fields = ("name", "kind", "url", "recipients", "min_severity", "enabled")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.url:
+            self.initial["url"] = self.instance.masked_url
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data.get("url") or ""
+        if self.instance.pk and self.instance.url and url == self.instance.masked_url:
+            return self.instance.url
+        if MASK in url:
+            raise forms.ValidationError(
+                f"the URL still shows {MASK} where a secret was; paste the whole URL to change it"
+            )
+        return url
+
+
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "min_severity", "enabled", "url", "recipients")
+    form = NotificationChannelForm
+    list_display = ("name", "kind", "min_severity", "enabled", "masked_url", "recipients")
     list_filter = ("kind", "enabled", "min_severity")
     search_fields = ("name",)
 

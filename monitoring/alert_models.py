@@ -15,6 +15,8 @@ from typing import Any
 from django.db import models, transaction
 from django.utils import timezone
 
+from opsconsole.redaction import mask_url, secret_values
+
 __all__ = [
     "Alert",
     "AlertEvent",
@@ -284,6 +286,15 @@ class NotificationChannel(models.Model):
 
     def recipient_list(self) -> list[str]:
         return [r.strip() for r in self.recipients.split(",") if r.strip()]
+
+    @property
+    def masked_url(self) -> str:
+        """The URL as people see it: a webhook's path is its credential, so only scheme and
+        host show."""
+        return mask_url(self.url, webhook=True) if self.url else ""
+
+    def secret_values(self) -> list[str]:
+        return secret_values({"webhook_url": self.url}) if self.url else []
 
 
 class EscalationPolicy(models.Model):

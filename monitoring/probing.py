@@ -23,6 +23,7 @@ from django.utils import timezone
 from monitoring.kinds import ConfigError, Observation
 from monitoring.models import Check, CheckRun
 from opsconsole.logging import job_context
+from opsconsole.redaction import redact, redact_value, redaction_scope, secret_values
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,15 @@ class ProbeResult:
 
 
 def _probe(check: Check, ctx: ProbeContext) -> Observation:
+    # Drivers and servers echo URLs, DSNs and headers back in their errors: every text a probe
+    # produces is scrubbed of the check's own secrets here, once, before anything stores or
+    # shows it, so no kind has to remember to.
+    secrets = secret_values(check.config)
+    with redaction_scope(secrets):
+        return redact_observation(_observe(check, ctx), secrets)
+
+
+def _observe(check: Check, ctx: ProbeContext) -> Observation:
     try:
         return check.kind_impl.observe(check, ctx)
     except ConfigError as exc:
@@ -77,6 +87,15 @@ def _probe(check: Check, ctx: ProbeContext) -> Observation:
     finally:
         # Connections opened on this thread belong to it alone.
         connections.close_all()
+
+
+def redact_observation(observation: Observation, secrets: list[str]) -> Observation:
+    """The observation with the given secrets (and anything secret-shaped) out of its texts."""
+    observation.message = redact(observation.message, secrets)
+    if observation.error:
+        observation.error = redact(observation.error, secrets)
+    observation.details = redact_value(observation.details or {}, secrets)
+    return observation
 
 
 def probe_concurrently(

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from opsconsole.redaction import redact, redact_value, scoped_secrets
+
 # An immutable default: every change sets a new mapping, so contexts never leak into each other.
 _job_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "opsconsole_job_context", default=MappingProxyType({})
@@ -62,10 +64,28 @@ def install_record_factory() -> None:
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         record._job_context = _job_context.get()
+        record._secrets = scoped_secrets()
+        _redact_message(record)
         return record
 
     factory._stamps_job_context = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+def _secrets_of(record: logging.LogRecord) -> tuple[str, ...]:
+    stamped = getattr(record, "_secrets", None)
+    return stamped if stamped is not None else scoped_secrets()
+
+
+def _redact_message(record: logging.LogRecord) -> None:
+    """Masks secrets in the record itself, so every handler (and test capture) sees it clean."""
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format string is logging's to report, not ours
+        return
+    clean = redact(message, _secrets_of(record))
+    if clean != message:
+        record.msg, record.args = clean, ()
 
 
 def _context_of(record: logging.LogRecord) -> dict[str, Any]:
@@ -74,7 +94,7 @@ def _context_of(record: logging.LogRecord) -> dict[str, Any]:
     for key, value in vars(record).items():
         if key not in _RECORD_FIELDS and not key.startswith("_"):
             context[key] = value
-    return context
+    return redact_value(context, _secrets_of(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -85,12 +105,13 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage(), _secrets_of(record)),
         }
         line.update(_context_of(record))
         if record.exc_info:
-            line["error"] = repr(record.exc_info[1])
-            line["traceback"] = self.formatException(record.exc_info)
+            # Exception texts quote URLs and DSNs (driver errors): masked like the message.
+            line["error"] = redact(repr(record.exc_info[1]), _secrets_of(record))
+            line["traceback"] = redact(self.formatException(record.exc_info), _secrets_of(record))
         return json.dumps(line, default=str)
 
 
@@ -103,4 +124,4 @@ class ConsoleFormatter(logging.Formatter):
             text += f"  [{context}]"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return redact(text, _secrets_of(record))

@@ -15,8 +15,11 @@ Masking errs on the side of hiding: a parameter named ``monkey`` is masked too.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import contextvars
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
@@ -265,6 +268,9 @@ def _url_secrets(url: str, *, webhook: bool | None = None) -> list[str]:
     user, password, host = _split_userinfo(authority)
     if password is not None:
         found.append(password)
+        # Clients send userinfo as Basic auth, and servers echo that header back.
+        basic = f"{unquote(user or '')}:{unquote(password)}".encode()
+        found.append(base64.b64encode(basic).decode())
     elif user:
         found.append(user)
     if webhook is None:
@@ -385,6 +391,27 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return mask_text(scrub(text, secrets))
 
 
+# Secrets of the work in progress (the check being probed, the batch being run), so that log
+# lines written deep inside a driver or a handler are scrubbed of them too.
+_scope: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "opsconsole_redaction_scope", default=()
+)
+
+
+@contextlib.contextmanager
+def redaction_scope(secrets: Iterable[str]) -> Iterator[None]:
+    """Adds secrets that every log line written inside the block is scrubbed of."""
+    token = _scope.set((*_scope.get(), *secrets))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+def scoped_secrets() -> tuple[str, ...]:
+    return _scope.get()
+
+
 def redact_value(value: Any, secrets: Iterable[str] = ()) -> Any:
     """``redact`` applied to every string inside a JSON-like value (observation details)."""
     secrets = list(secrets)
@@ -395,3 +422,36 @@ def redact_value(value: Any, secrets: Iterable[str] = ()) -> Any:
     if isinstance(value, str):
         return redact(value, secrets)
     return value
+
+
+def restore_masked(submitted: Any, stored: Any) -> Any:
+    """The submitted config with every masked value that came back unchanged replaced by the
+    stored secret, so an edit form can show masked values and still keep the real ones."""
+    return _restore(submitted, stored, mask_config(stored))
+
+
+def _restore(submitted: Any, stored: Any, masked: Any) -> Any:
+    if submitted == masked and masked != stored:
+        return stored
+    if isinstance(submitted, Mapping) and isinstance(stored, Mapping):
+        return {
+            k: (_restore(v, stored[k], masked[k]) if k in stored else v)
+            for k, v in submitted.items()
+        }
+    if (
+        isinstance(submitted, list)
+        and isinstance(stored, list | tuple)
+        and len(submitted) == len(stored)
+    ):
+        return [_restore(s, o, m) for s, o, m in zip(submitted, stored, masked, strict=True)]
+    return submitted
+
+
+def holds_mask(value: Any) -> bool:
+    """Whether a submitted value still carries the ``***`` placeholder somewhere (a masked
+    secret edited around, e.g. a new host with the old masked password)."""
+    if isinstance(value, Mapping):
+        return any(holds_mask(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(holds_mask(v) for v in value)
+    return isinstance(value, str) and MASK in value

@@ -14,6 +14,7 @@ from monitoring.alert_models import ChannelKind, Notification, NotificationChann
 from monitoring.alerting.report import ReportInputs, escalation_report, issue_of
 from monitoring.alerting.tokens import ack_url, alert_url
 from opsconsole.env import format_duration
+from opsconsole.redaction import redact, redaction_scope
 
 
 @dataclass
@@ -114,7 +115,15 @@ def timeout() -> float:
 
 
 def deliver(message: Outgoing, client: httpx.Client) -> str | None:
-    """Sends one message; returns None on success or an error an operator can act on."""
+    """Sends one message; returns None on success or an error an operator can act on, scrubbed
+    of the channel's URL secrets (httpx and receivers quote the URL back)."""
+    secrets = message.channel.secret_values()
+    with redaction_scope(secrets):
+        error = _send(message, client)
+    return redact(error, secrets) if error else None
+
+
+def _send(message: Outgoing, client: httpx.Client) -> str | None:
     channel = message.channel
     try:
         if channel.kind == ChannelKind.EMAIL:

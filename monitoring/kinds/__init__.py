@@ -6,9 +6,10 @@ classes registered in ``AppConfig.ready``; other apps add theirs the same way.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from opsconsole.redaction import MASK, mask_config, mask_text
 
 if TYPE_CHECKING:
     from monitoring.models import Check
@@ -19,7 +20,9 @@ class ConfigError(Exception):
     """A check's config is invalid; ``errors`` maps a field to what is wrong with it."""
 
     def __init__(self, errors: dict[str, str]):
-        self.errors = errors
+        # Messages quote the offending value ("got 'ftp://user:pw@host'"): secret-shaped parts
+        # are masked here, so no caller (loadchecks, admin, API) can show them.
+        self.errors = {key: mask_text(str(message)) for key, message in errors.items()}
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
@@ -85,28 +88,16 @@ def kind_names() -> list[str]:
 
 # --- helpers shared by kinds -----------------------------------------------------------------
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@/\s]+)(@)")
-
 
 def mask_secrets(value: Any, secret_fields: tuple[str, ...] = CheckKind.secret_fields) -> Any:
-    """A copy with secret values and passwords inside URLs replaced by ``***``."""
-    if isinstance(value, dict):
-        masked = {}
-        for key, item in value.items():
-            lowered = str(key).lower()
-            if any(word in lowered for word in secret_fields) or lowered in (
-                "authorization",
-                "headers",
-            ):
-                masked[key] = mask_secrets(item, secret_fields) if lowered == "headers" else "***"
-            else:
-                masked[key] = mask_secrets(item, secret_fields)
-        return masked
-    if isinstance(value, list):
-        return [mask_secrets(item, secret_fields) for item in value]
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\1***\3", value)
-    return value
+    """A copy of a config with every secret masked (see ``opsconsole.redaction``); keys named in
+    ``secret_fields`` are masked too, whatever their name looks like."""
+    masked = mask_config(value)
+    if isinstance(masked, dict):
+        for key in masked:
+            if any(word in str(key).lower() for word in secret_fields):
+                masked[key] = MASK
+    return masked
 
 
 def require_str(
