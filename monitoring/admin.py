@@ -7,8 +7,8 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from monitoring.kinds import ConfigError, get_kind, kind_names, mask_secrets
-from monitoring.models import Check, CheckRun
+from monitoring.kinds import CheckKind, ConfigError, get_kind, kind_names, mask_secrets
+from monitoring.models import Check, CheckRun, can_author_sql
 from monitoring.probing import run_checks
 from opsconsole.admin_utils import LargeTableAdminMixin
 from opsconsole.redaction import MASK, holds_mask, mask_config, restore_masked
@@ -58,6 +58,8 @@ class CheckForm(forms.ModelForm):
         except ConfigError as exc:
             self.add_error("config", "; ".join(f"{k}: {v}" for k, v in exc.errors.items()))
             return cleaned
+        if self._refuse_unpermitted_sql(kind, cleaned["config"]):
+            return cleaned
         default_warn, default_crit, default_direction = kind.default_thresholds(cleaned["config"])
         warn = cleaned.get("warn") if cleaned.get("warn") is not None else default_warn
         crit = cleaned.get("crit") if cleaned.get("crit") is not None else default_crit
@@ -66,10 +68,32 @@ class CheckForm(forms.ModelForm):
             self.add_error("warn", f"warn {warn:g} is beyond crit {crit:g}")
         return cleaned
 
+    def _refuse_unpermitted_sql(self, kind: CheckKind, config: dict) -> bool:
+        """A query or DSN runs with the console's database access: only superusers and holders
+        of ``monitoring.author_sql_checks`` may add or change one (save-as-new included).
+        True when refused."""
+        authored = kind.authored_sql(config)
+        if authored is None or can_author_sql(self.user):
+            return False
+        stored = self.instance
+        if stored.pk and stored.kind == kind.name and stored.authored_sql() == authored:
+            return False  # unchanged: editing a check's other fields stays open to its editors
+        self.add_error(
+            "config",
+            "Only superusers or users with the permission 'Can author SQL checks' may set or "
+            "change a query (sql) or a database DSN; ask one of them to make this change.",
+        )
+        return True
+
 
 @admin.register(Check)
 class CheckAdmin(admin.ModelAdmin):
     form = CheckForm
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.user = request.user  # the form's SQL-authoring rule depends on who submits it
+        return form
     list_display = (
         "name",
         "component",

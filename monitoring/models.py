@@ -36,6 +36,12 @@ def worst(*statuses: str | None) -> str:
     return max(present, key=lambda s: SEVERITY_RANK[CheckStatus(s)]) if present else CheckStatus.OK
 
 
+def can_author_sql(user: Any) -> bool:
+    """Superusers and holders of ``monitoring.author_sql_checks``: a check's query or DSN runs
+    with the console's own database access, so writing one is not open to every editor."""
+    return bool(user is not None and user.has_perm("monitoring.author_sql_checks"))
+
+
 class Direction(models.TextChoices):
     ABOVE = "above", "Value above threshold is bad"
     BELOW = "below", "Value below threshold is bad"
@@ -96,6 +102,9 @@ class Check(models.Model):
             # runchecks: "enabled checks due now"
             models.Index(fields=["enabled", "next_run_at"], name="check_due_idx"),
         ]
+        permissions = [
+            ("author_sql_checks", "Can author SQL checks (queries and database DSNs)"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -106,6 +115,15 @@ class Check(models.Model):
         from monitoring.kinds import get_kind
 
         return get_kind(self.kind)
+
+    def authored_sql(self) -> dict[str, Any] | None:
+        """The query / DSN a person wrote into this check's config (None if it runs none)."""
+        from monitoring.kinds import ConfigError, get_kind
+
+        try:
+            return get_kind(self.kind).authored_sql(self.config or {})
+        except ConfigError:
+            return None
 
     def thresholds(self) -> tuple[float | None, float | None, str]:
         """(warn, crit, direction) with the kind's defaults filling what the check leaves empty."""

@@ -1,22 +1,61 @@
-"""Connections to the databases that SQL-based checks look at.
+"""The read-only SQL executor: how checks query a database.
 
 A target is a Django alias (``{"alias": "default"}``) or a DSN (``{"dsn": "postgres://…"}``).
-With ``read_only`` the query runs in a read-only transaction under a statement timeout on
-PostgreSQL, and through a ``mode=ro`` connection on SQLite, so a check can never write.
+What keeps a check's query from writing is the database itself, never a reading of its text:
+
+- PostgreSQL: every query gets a session of its own, opened with
+  ``default_transaction_read_only=on`` and statement, lock and idle-in-transaction timeouts as
+  startup options; the query runs inside a ``READ ONLY`` transaction that is always rolled back,
+  and it is sent as a prepared statement, which the server refuses to hold more than one
+  statement (so ``COMMIT``, ``SET`` or anything after a ``;`` never runs). A superuser can do
+  what no transaction mode stops (``COPY … TO PROGRAM``, ``lo_import``), so a session that turns
+  out to be a superuser's is refused for authored SQL unless ``SQL_CHECKS_ALLOW_SUPERUSER``.
+- SQLite: a ``mode=ro`` connection with ``query_only`` and an authorizer that allows reads
+  only; the sqlite3 module executes exactly one statement.
+
+``SQL_CHECKS_DATABASE_URL`` replaces the ``default`` alias's credentials, so checks against
+the console's own data can run as a least-privilege role (docs/checks.md has the recipe).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import psycopg
-from django.db import DatabaseError, connections
+from django.conf import settings
+from django.db import connections
+
+from opsconsole.env import parse_database_url
+from opsconsole.redaction import redact
+
+# Error texts quoted in check messages are cut to this many characters.
+ERROR_EXCERPT_CHARS = 200
+
+# libpq parameters worth carrying over from a Django alias's OPTIONS; Django-only keys
+# (pool, isolation_level, server_side_binding, ...) are not connection parameters.
+_LIBPQ_OPTIONS = (
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "service",
+    "passfile",
+    "target_session_attrs",
+)
+
+# SQLite authorizer actions a read needs; everything else (writes, PRAGMA, ATTACH, DDL,
+# transactions) is denied by the engine while the statement is compiled.
+_SQLITE_READ_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    sqlite3.SQLITE_RECURSIVE,
+}
 
 
 class SqlTargetError(Exception):
@@ -27,98 +66,62 @@ class SqlTimeout(SqlTargetError):
     pass
 
 
-def _sqlite_path(dsn: str) -> str:
-    parsed = urlparse(dsn)
-    path = unquote(parsed.path)
-    return "/" + path.lstrip("/") if dsn.startswith("sqlite:////") else path.lstrip("/")
+@dataclass(frozen=True)
+class SqlTarget:
+    """Where a query goes: a SQLite file or PostgreSQL connection parameters."""
+
+    vendor: str  # "sqlite" or "postgresql"
+    path: str = ""
+    conninfo: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+    # Values to scrub from any error text (passwords of the DSN or alias).
+    secrets: tuple[str, ...] = ()
 
 
-@contextlib.contextmanager
-def _sqlite_cursor(path: str, timeout: float, read_only: bool) -> Iterator[Any]:
-    uri = f"file:{path}?mode={'ro' if read_only else 'rw'}"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout)
-    except sqlite3.Error as exc:
-        raise SqlTargetError(f"cannot open {path}: {exc}") from exc
-    try:
-        if read_only:
-            conn.execute("PRAGMA query_only = ON")
-        # SQLite has no statement timeout: abort from the progress handler instead.
-        deadline = time.monotonic() + timeout
-        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-        cursor = conn.cursor()
-        try:
-            yield cursor
-        except sqlite3.OperationalError as exc:
-            if "interrupted" in str(exc):
-                raise SqlTimeout(f"query timed out after {timeout:g}s") from exc
-            if "readonly" in str(exc) or "read-only" in str(exc):
-                raise SqlTargetError(f"refused: the query tried to write ({exc})") from exc
-            raise SqlTargetError(str(exc)) from exc
-        except sqlite3.Error as exc:
-            raise SqlTargetError(str(exc)) from exc
-    finally:
-        conn.close()
+def _from_settings_dict(db: dict[str, Any]) -> SqlTarget:
+    if "sqlite" in db["ENGINE"]:
+        return SqlTarget("sqlite", path=str(db["NAME"]))
+    if "postgresql" not in db["ENGINE"]:
+        raise SqlTargetError(f"unsupported database engine {db['ENGINE']}")
+    params = {
+        "dbname": db.get("NAME") or "",
+        "user": db.get("USER") or "",
+        "password": db.get("PASSWORD") or "",
+        "host": db.get("HOST") or "",
+        "port": str(db.get("PORT") or ""),
+    }
+    options = db.get("OPTIONS") or {}
+    params.update({k: str(options[k]) for k in _LIBPQ_OPTIONS if k in options})
+    return SqlTarget(
+        "postgresql",
+        params=tuple((k, v) for k, v in params.items() if v),
+        secrets=tuple(s for s in (params["password"],) if s),
+    )
 
 
-@contextlib.contextmanager
-def _postgres_cursor(dsn: str, timeout: float, read_only: bool) -> Iterator[Any]:
-    try:
-        conn = psycopg.connect(
-            dsn,
-            connect_timeout=max(1, math.ceil(timeout)),
-            options=f"-c statement_timeout={int(timeout * 1000)}",
-            autocommit=False,
+def resolve_target(config: dict[str, Any]) -> SqlTarget:
+    """The target a check's config names; the ``default`` alias honours SQL_CHECKS_DATABASE_URL."""
+    dsn = config.get("dsn")
+    if dsn:
+        if dsn.startswith("sqlite:"):
+            return _from_settings_dict(parse_database_url(dsn, "dsn"))
+        password = _dsn_password(dsn)
+        return SqlTarget("postgresql", conninfo=dsn, secrets=(password,) if password else ())
+    alias = config.get("alias", "default")
+    if alias == "default" and settings.SQL_CHECKS_DATABASE_URL:
+        return _from_settings_dict(
+            parse_database_url(settings.SQL_CHECKS_DATABASE_URL, "SQL_CHECKS_DATABASE_URL")
         )
-    except psycopg.Error as exc:
-        raise SqlTargetError(str(exc).strip()) from exc
-    try:
-        with conn.cursor() as cursor:
-            if read_only:
-                cursor.execute("SET TRANSACTION READ ONLY")
-            try:
-                yield cursor
-            except psycopg.errors.QueryCanceled as exc:
-                raise SqlTimeout(f"query timed out after {timeout:g}s (statement_timeout)") from exc
-            except psycopg.errors.ReadOnlySqlTransaction as exc:
-                raise SqlTargetError(f"refused: the query tried to write ({exc})") from exc
-            except psycopg.Error as exc:
-                raise SqlTargetError(str(exc).strip()) from exc
-    finally:
-        conn.rollback()
-        conn.close()
+    if alias not in settings.DATABASES:
+        raise SqlTargetError(f"unknown database alias {alias!r}")
+    return _from_settings_dict(connections[alias].settings_dict)
 
 
-@contextlib.contextmanager
-def _alias_cursor(alias: str, timeout: float, read_only: bool) -> Iterator[Any]:
-    connection = connections[alias]
-    if connection.vendor == "sqlite":
-        with _sqlite_cursor(connection.settings_dict["NAME"], timeout, read_only) as cursor:
-            yield cursor
-        return
-    if connection.vendor != "postgresql":
-        raise SqlTargetError(f"database alias {alias!r}: unsupported vendor {connection.vendor}")
+def _dsn_password(dsn: str) -> str:
     try:
-        connection.ensure_connection()
-    except DatabaseError as exc:
-        raise SqlTargetError(str(exc).strip()) from exc
-    conn = connection.connection  # the raw psycopg connection of this thread
-    try:
-        # A transaction of our own on this thread's connection, so SET LOCAL stays local.
-        with conn.transaction(force_rollback=True), conn.cursor() as cursor:
-            if read_only:
-                cursor.execute("SET TRANSACTION READ ONLY")
-            cursor.execute(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
-            try:
-                yield cursor
-            except psycopg.errors.QueryCanceled as exc:
-                raise SqlTimeout(f"query timed out after {timeout:g}s (statement_timeout)") from exc
-            except psycopg.errors.ReadOnlySqlTransaction as exc:
-                raise SqlTargetError(f"refused: the query tried to write ({exc})") from exc
-            except psycopg.Error as exc:
-                raise SqlTargetError(str(exc).strip()) from exc
-    except psycopg.OperationalError as exc:
-        raise SqlTargetError(str(exc).strip()) from exc
+        return psycopg.conninfo.conninfo_to_dict(dsn).get("password") or ""
+    except psycopg.ProgrammingError:
+        return ""
 
 
 def target_vendor(config: dict[str, Any]) -> str:
@@ -129,18 +132,131 @@ def target_vendor(config: dict[str, Any]) -> str:
     return connections[config.get("alias", "default")].vendor
 
 
-@contextlib.contextmanager
-def open_target(
-    config: dict[str, Any], *, timeout: float, read_only: bool = False
-) -> Iterator[Any]:
-    """A DB-API cursor on the check's target; errors come out as SqlTargetError."""
-    dsn = config.get("dsn")
-    if dsn and dsn.startswith("sqlite:"):
-        with _sqlite_cursor(_sqlite_path(dsn), timeout, read_only) as cursor:
-            yield cursor
-    elif dsn:
-        with _postgres_cursor(dsn, timeout, read_only) as cursor:
-            yield cursor
-    else:
-        with _alias_cursor(config.get("alias", "default"), timeout, read_only) as cursor:
-            yield cursor
+def excerpt(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """The first line of an error text, scrubbed of secrets and cut short for a check message."""
+    first = redact(str(text).strip(), secrets).splitlines()[0] if str(text).strip() else ""
+    if len(first) > ERROR_EXCERPT_CHARS:
+        first = first[: ERROR_EXCERPT_CHARS - 1] + "…"
+    return first
+
+
+def fetch_one(
+    config: dict[str, Any], sql: str, *, timeout: float, authored: bool = True
+) -> tuple[Any, ...] | None:
+    """The first row of one read-only statement, or None when it returns no row.
+
+    ``authored`` is true for SQL written by a person (a check's ``sql``); SQL the console
+    composes itself (``SELECT 1``, a count of a validated table name) passes False, which only
+    lifts the superuser refusal. Errors come out as SqlTargetError with a short, scrubbed text.
+    """
+    target = resolve_target(config)
+    if target.vendor == "sqlite":
+        return _sqlite_fetch_one(target, sql, timeout)
+    return _postgres_fetch_one(target, sql, timeout, authored)
+
+
+# --- SQLite ----------------------------------------------------------------------------------
+
+
+def _sqlite_authorizer(action: int, *args: Any) -> int:
+    return sqlite3.SQLITE_OK if action in _SQLITE_READ_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def _sqlite_fetch_one(target: SqlTarget, sql: str, timeout: float) -> tuple[Any, ...] | None:
+    try:
+        conn = sqlite3.connect(f"file:{target.path}?mode=ro", uri=True, timeout=timeout)
+    except sqlite3.Error as exc:
+        raise SqlTargetError(f"cannot open {target.path}: {excerpt(str(exc))}") from exc
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.set_authorizer(_sqlite_authorizer)
+        # SQLite has no statement timeout: abort from the progress handler instead.
+        deadline = time.monotonic() + timeout
+        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
+        try:
+            cursor = conn.execute(sql)
+            return cursor.fetchone()
+        except (sqlite3.Warning, sqlite3.ProgrammingError) as exc:
+            if "one statement" in str(exc):
+                raise SqlTargetError("refused: a check runs exactly one SQL statement") from exc
+            raise SqlTargetError(excerpt(str(exc))) from exc
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "interrupted" in text:
+                raise SqlTimeout(f"query timed out after {timeout:g}s") from exc
+            if "not authorized" in text or "readonly" in text or "read-only" in text:
+                raise SqlTargetError(f"refused: only reads are allowed ({excerpt(text)})") from exc
+            raise SqlTargetError(excerpt(text)) from exc
+    finally:
+        conn.close()
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def _session_options(timeout: float) -> str:
+    statement_ms = max(1, int(timeout * 1000))
+    return " ".join(
+        f"-c {name}={value}"
+        for name, value in (
+            ("default_transaction_read_only", "on"),
+            ("statement_timeout", statement_ms),
+            ("lock_timeout", statement_ms),
+            # A session left idle in its transaction (a stuck worker) ends by itself.
+            ("idle_in_transaction_session_timeout", statement_ms + 5000),
+        )
+    )
+
+
+def _postgres_error(exc: psycopg.Error, target: SqlTarget, timeout: float) -> SqlTargetError:
+    text = excerpt(str(exc), target.secrets)
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return SqlTimeout(f"query timed out after {timeout:g}s (statement_timeout)")
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return SqlTimeout(f"query waited for a lock longer than {timeout:g}s (lock_timeout)")
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction | psycopg.errors.ActiveSqlTransaction):
+        return SqlTargetError(f"refused: the query tried to write ({text})")
+    if "multiple commands" in text:
+        return SqlTargetError("refused: a check runs exactly one SQL statement")
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return SqlTargetError(f"refused by the database: {text}")
+    return SqlTargetError(text)
+
+
+def _postgres_fetch_one(
+    target: SqlTarget, sql: str, timeout: float, authored: bool
+) -> tuple[Any, ...] | None:
+    try:
+        conn = psycopg.connect(
+            target.conninfo,
+            **dict(target.params),
+            connect_timeout=max(1, math.ceil(timeout)),
+            options=_session_options(timeout),
+            application_name="opsconsole-check",
+            autocommit=False,
+        )
+    except psycopg.Error as exc:
+        raise SqlTargetError(excerpt(str(exc), target.secrets)) from exc
+    try:
+        if authored and conn.info.parameter_status("is_superuser") == "on":
+            if not settings.SQL_CHECKS_ALLOW_SUPERUSER:
+                raise SqlTargetError(
+                    f"refused: this check connects as superuser {conn.info.user!r}, which no "
+                    "read-only mode can contain; set SQL_CHECKS_DATABASE_URL (or the check's "
+                    "dsn) to a read-only role, see docs/checks.md"
+                )
+        conn.read_only = True  # BEGIN READ ONLY, on top of the session default
+        with conn.cursor() as cursor:
+            # prepare=True: the extended protocol's Parse refuses a second statement.
+            cursor.execute(sql, prepare=True)
+            if cursor.description is None:
+                raise SqlTargetError(
+                    f"the statement returned no rows ({cursor.statusmessage}); "
+                    "a check runs one SELECT query"
+                )
+            return cursor.fetchone()
+    except psycopg.Error as exc:
+        raise _postgres_error(exc, target, timeout) from exc
+    finally:
+        # Rolled back by closing: a COPY or a broken protocol state may refuse a ROLLBACK.
+        conn.close()

@@ -178,6 +178,14 @@ BATCH_OPERATION_TIMEOUT = env_duration("BATCH_OPERATION_TIMEOUT", 120, minimum=1
 BATCH_EXECUTOR_DELAY = env_duration("BATCH_EXECUTOR_DELAY", 0.1)
 BATCH_CHUNK_SIZE = env_int("BATCH_CHUNK_SIZE", 10, minimum=1, maximum=1000)
 BATCH_ITEM_MAX_ATTEMPTS = env_int("BATCH_ITEM_MAX_ATTEMPTS", 3, minimum=1)
+# SQL checks against the "default" alias connect with these credentials instead of the
+# console's own: a read-only role (docs/checks.md has the CREATE ROLE recipe).
+SQL_CHECKS_DATABASE_URL = env_str("SQL_CHECKS_DATABASE_URL")
+if SQL_CHECKS_DATABASE_URL:
+    parse_database_url(SQL_CHECKS_DATABASE_URL, "SQL_CHECKS_DATABASE_URL")  # fail at start
+# A superuser's session can escape any read-only mode (COPY ... TO PROGRAM), so authored SQL
+# is refused on one unless this is set.
+SQL_CHECKS_ALLOW_SUPERUSER = env_bool("SQL_CHECKS_ALLOW_SUPERUSER", False)
 # First retry delay of a failed item; doubles each attempt, capped at 60 s.
 BATCH_RETRY_BACKOFF = env_duration("BATCH_RETRY_BACKOFF", 1, minimum=0)
 

@@ -202,6 +202,13 @@ def postgres_dsn() -> str:
     return dsn
 
 
+@pytest.fixture(autouse=True)
+def _sql_checks_may_run_as_the_test_superuser(settings) -> None:
+    # The test servers' roles are superusers; tests/test_sql_safety.py turns this off again
+    # to prove the refusal and runs its attacks as a least-privilege role.
+    settings.SQL_CHECKS_ALLOW_SUPERUSER = True
+
+
 def on_postgres() -> bool:
     from django.db import connection
 
@@ -234,6 +241,7 @@ def subprocess_env(transactional_db) -> dict[str, str]:
             f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
         )
     env["DJANGO_SETTINGS_MODULE"] = "opsconsole.settings"
+    env["SQL_CHECKS_ALLOW_SUPERUSER"] = "true"
     env.setdefault("LOG_FORMAT", "json")
     env["PYTHONPATH"] = str(ROOT)
     return env

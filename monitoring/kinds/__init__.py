@@ -51,9 +51,20 @@ class CheckKind:
     # Config keys whose values are secrets, masked in the UI, logs and API.
     secret_fields: ClassVar[tuple[str, ...]] = ("password", "token", "secret", "api_key")
 
+    # The kind runs a query or connects to a DSN taken from its config: who may author those
+    # is restricted (superusers and the monitoring.author_sql_checks permission).
+    runs_sql: ClassVar[bool] = False
+
     def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """Returns the normalised config or raises ConfigError."""
         return dict(config)
+
+    def authored_sql(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """The query and connection target a person wrote into this (validated) config, or None
+        when the check runs only SQL the console composes itself."""
+        if not self.runs_sql or not ({"sql", "dsn"} & config.keys()):
+            return None
+        return {key: config.get(key) for key in ("sql", "dsn", "alias")}
 
     def default_thresholds(self, config: dict[str, Any]) -> tuple[float | None, float | None, str]:
         return self.default_warn, self.default_crit, self.default_direction

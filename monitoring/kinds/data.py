@@ -1,8 +1,8 @@
 """Kinds that watch data and jobs (freshness, sql_value, queue, heartbeat).
 
-SQL-based kinds never trust the query text alone: a query that would write is refused when the
-check is loaded, and the query still runs through a read-only connection with a statement
-timeout (``monitoring.sqlconn``), so one that slips past the text check fails at run time.
+SQL-based kinds run their query through the read-only executor (``monitoring.sqlconn``), where
+the database enforces one read-only statement under timeouts. The text screen here only gives
+an early, friendly message when a check is loaded; it is not what keeps a query from writing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from monitoring.kinds import (
     require_str,
 )
 from monitoring.kinds.common import accept_database_key, duration, validate_database_target
+from monitoring.sqlconn import SqlTargetError, SqlTimeout, fetch_one, target_vendor
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
@@ -115,10 +116,10 @@ def _statement_timeout(check: Check) -> float:
     return max(0.1, min(seconds, check.timeout_seconds))
 
 
-def _query_first_row(check: Check, sql: str) -> tuple[tuple[Any, ...] | None, Observation | None]:
+def _query_first_row(
+    check: Check, sql: str, *, authored: bool
+) -> tuple[tuple[Any, ...] | None, Observation | None]:
     """(first row, None) or (None, an error observation)."""
-    from monitoring.sqlconn import SqlTargetError, SqlTimeout, open_target, target_vendor
-
     timeout = _statement_timeout(check)
     target = {k: check.config[k] for k in ("alias", "dsn") if k in check.config}
     if _SINCE in sql:
@@ -128,9 +129,7 @@ def _query_first_row(check: Check, sql: str) -> tuple[tuple[Any, ...] | None, Ob
             _since_literal(target_vendor(target), timezone.now() - timedelta(seconds=window)),
         )
     try:
-        with open_target(target, timeout=timeout, read_only=True) as cursor:
-            cursor.execute(sql)
-            return cursor.fetchone(), None
+        return fetch_one(target, sql, timeout=timeout, authored=authored), None
     except SqlTimeout:
         return None, Observation(
             error=f"query timed out after {timeout:g}s (statement timeout); "
@@ -169,6 +168,7 @@ class FreshnessKind(CheckKind):
     """Age of the newest row: ``sql`` returning one timestamp, or ``model`` + ``field``."""
 
     name = "freshness"
+    runs_sql = True
     label = "Data freshness"
     unit = " s"
     default_warn = 2 * 3600
@@ -272,7 +272,9 @@ class FreshnessKind(CheckKind):
         return f'SELECT max("{column}") FROM "{model._meta.db_table}"'
 
     def observe(self, check: Check, ctx: ProbeContext) -> Observation:
-        row, failed = _query_first_row(check, self.query_for(check.config))
+        row, failed = _query_first_row(
+            check, self.query_for(check.config), authored="sql" in check.config
+        )
         if failed:
             return failed
         raw = row[0] if row else None
@@ -303,6 +305,7 @@ class SqlValueKind(CheckKind):
     """A number from a read-only query: event counts, row counts, participants."""
 
     name = "sql_value"
+    runs_sql = True
     label = "SQL value"
 
     def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -353,7 +356,7 @@ class SqlValueKind(CheckKind):
             sql = f"SELECT count(*) FROM {quoted}"
         else:
             sql = config["sql"]
-        row, failed = _query_first_row(check, sql)
+        row, failed = _query_first_row(check, sql, authored="sql" in config)
         if failed:
             return failed
         raw = row[0] if row else None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import httpx
+from django.conf import settings
 
 from monitoring.kinds import (
     CheckKind,
@@ -18,6 +19,7 @@ from monitoring.kinds import (
     require_str,
 )
 from monitoring.kinds.common import accept_database_key, choice, validate_database_target
+from monitoring.sqlconn import SqlTargetError, fetch_one
 
 if TYPE_CHECKING:
     from monitoring.models import Check
@@ -143,10 +145,11 @@ class RedisKind(CheckKind):
         import redis
 
         config = check.config
+        # Per call, not per probe: REDIS_TIMEOUT caps it so that a hanging Redis answers
+        # "unreachable" quickly, also when a check is run from a page.
+        timeout = min(check.timeout_seconds, settings.REDIS_TIMEOUT)
         client = redis.Redis.from_url(
-            config["url"],
-            socket_connect_timeout=check.timeout_seconds,
-            socket_timeout=check.timeout_seconds,
+            config["url"], socket_connect_timeout=timeout, socket_timeout=timeout
         )
         try:
             started = time.monotonic()
@@ -180,7 +183,7 @@ class RedisKind(CheckKind):
                 details=details,
             )
         except redis.exceptions.TimeoutError:
-            return Observation(error=f"unreachable: timed out after {check.timeout_seconds:g}s")
+            return Observation(error=f"unreachable: timed out after {timeout:g}s")
         except (redis.exceptions.RedisError, OSError) as exc:
             return Observation(error=f"unreachable: {exc}")
         finally:
@@ -190,6 +193,7 @@ class RedisKind(CheckKind):
 @register
 class DatabaseKind(CheckKind):
     name = "database"
+    runs_sql = True
     label = "Database"
     unit = " ms"
     default_warn = 500
@@ -205,13 +209,9 @@ class DatabaseKind(CheckKind):
         return dict(config) if "dsn" in config else {"alias": config.get("alias", "default")}
 
     def observe(self, check: Check, ctx: ProbeContext) -> Observation:
-        from monitoring.sqlconn import SqlTargetError, open_target
-
         started = time.monotonic()
         try:
-            with open_target(check.config, timeout=check.timeout_seconds) as cursor:
-                cursor.execute("SELECT 1")
-                cursor.fetchone()
+            fetch_one(check.config, "SELECT 1", timeout=check.timeout_seconds, authored=False)
         except SqlTargetError as exc:
             return Observation(error=f"unreachable: {exc}")
         latency = (time.monotonic() - started) * 1000
