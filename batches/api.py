@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,19 +12,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from batches import services
 from batches.services import BatchInputError
-from opsconsole.api import BadRequest, api_view, json_error
+from opsconsole.api import BadRequest, api_view, json_error, parse_json_body
 from opsconsole.models import ApiScope
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _parse_body(request: HttpRequest) -> Any:
-    try:
-        return json.loads(request.body or b"", parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest("body is not valid JSON", {"body": str(exc)[:200]}) from None
 
 
 def when_enabled(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -64,7 +52,7 @@ def _translate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
 @api_view(scope=ApiScope.WRITE, methods=("POST",))
 @_translate
 def _create(request: HttpRequest) -> JsonResponse:
-    batch = services.create_batch(_parse_body(request))
+    batch = services.create_batch(parse_json_body(request))
     return JsonResponse(
         {"batchId": str(batch.id), "status": batch.status, "totalItems": batch.total_items},
         status=201,

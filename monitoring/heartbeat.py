@@ -25,6 +25,35 @@ def _text(status: int, body: str) -> HttpResponse:
     return response
 
 
+def _declared_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def read_body(request: HttpRequest) -> bytes:
+    """At most the kept size plus one byte (to know whether more was sent), never the whole
+    log of a runaway job. A chunked body has no Content-Length, so Django's request stream is
+    empty; the server's own stream is read instead when the server marks it as ending with the
+    body (``wsgi.input_terminated``: gunicorn does), else a read could wait for ever."""
+    if not request.META.get("CONTENT_LENGTH"):
+        stream = request.META.get("wsgi.input")
+        if stream is not None and request.META.get("wsgi.input_terminated"):
+            return stream.read(MAX_BODY_BYTES + 1)
+        return b""
+    return request.read(MAX_BODY_BYTES + 1)
+
+
+def storable_text(raw: bytes | str) -> str:
+    """Text any database stores: invalid UTF-8 as ``\\xNN`` escapes, NUL (which PostgreSQL
+    refuses in text and jsonb) as ``\\x00``, lone surrogates as ``?``. Nothing is dropped,
+    so the ping is recorded whatever the job sent."""
+    text = raw.decode("utf-8", errors="backslashreplace") if isinstance(raw, bytes) else raw
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
 def _ping(
     request: HttpRequest, ping_uuid: uuid.UUID, event: str, exit_code: int | None = None
 ) -> HttpResponse:
@@ -40,19 +69,15 @@ def _ping(
     if check is None or not check.kind_impl.pushed:
         return _text(404, "not found: no heartbeat check has this ping URL\n")
 
-    # Read at most the kept size (plus one byte to know whether more was sent), never the
-    # whole body of a runaway job's log.
-    body = request.read(MAX_BODY_BYTES + 1) if request.method == "POST" else b""
-    truncated = (
-        len(body) > MAX_BODY_BYTES or int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES
-    )
+    body = read_body(request) if request.method == "POST" else b""
+    truncated = len(body) > MAX_BODY_BYTES or _declared_length(request) > MAX_BODY_BYTES
     details = {
         "method": request.method,
         "remote_addr": request.META.get("REMOTE_ADDR", ""),
-        "user_agent": request.META.get("HTTP_USER_AGENT", "")[:200],
+        "user_agent": storable_text(request.META.get("HTTP_USER_AGENT", "")[:200]),
     }
     if body:
-        details["body"] = body[:MAX_BODY_BYTES].decode("utf-8", errors="replace")
+        details["body"] = storable_text(body[:MAX_BODY_BYTES])
     if truncated:
         details["body_truncated"] = True
     now = timezone.now()

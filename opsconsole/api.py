@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -29,11 +32,128 @@ class BadRequest(Exception):
         super().__init__(error)
 
 
-def parse_json_body(request: HttpRequest) -> Any:
+# Limits of what any JSON body may hold, checked before a view sees it. Deeper or larger values
+# have no use here and cost the parser, the validators and PostgreSQL (jsonb refuses NUL and
+# lone surrogates; a 5,000-digit integer takes quadratic time to convert).
+MAX_JSON_DEPTH = 64
+MAX_INTEGER_DIGITS = 30
+MAX_NUMBER_CHARS = 100
+
+
+class _Refused(ValueError):
+    """A value the strict parser refuses; the message is safe to show (it never quotes input)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _strict_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _Refused(f"an integer with more than {MAX_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def _strict_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _Refused(f"a number longer than {MAX_NUMBER_CHARS} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused("a number too large to represent")
+    return value
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character"
     try:
-        return json.loads(request.body or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest("body is not valid JSON", {"body": str(exc)}) from None
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (invalid unicode)"
+    return None
+
+
+def _label(key: str) -> str:
+    return key if key.isidentifier() and len(key) <= 40 else "<key>"
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a parsed value cannot be stored (depth, NUL, lone surrogates), with where it is.
+    Walks with an explicit stack: a recursive walk would itself hit the recursion limit."""
+    stack: list[tuple[Any, str, int]] = [(value, "body", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"is nested deeper than {MAX_JSON_DEPTH} levels (at {where})"
+        if isinstance(item, str):
+            if problem := _string_problem(item):
+                return f"{problem} (at {where})"
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                if problem := _string_problem(key):
+                    return f"{problem} in a key (at {where})"
+                stack.append((v, f"{where}.{_label(key)}", depth + 1))
+    return None
+
+
+def parse_json_body(request: HttpRequest) -> Any:
+    """The one strict JSON reader of the API: a body over the size limit is 413; invalid UTF-8
+    or JSON, NaN/Infinity, huge numbers, deep nesting, NUL characters and lone surrogates are
+    400 with the reason in ``details.body``. Nothing about the body is trusted past this."""
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise body_too_large() from None
+    if not raw:
+        raise BadRequest("body is empty", {"body": "send a JSON document"})
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            "body is not valid UTF-8", {"body": f"invalid byte at position {exc.start}"}
+        ) from None
+    try:
+        value = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=_strict_int,
+            parse_float=_strict_float,
+        )
+    except _Refused as exc:
+        raise BadRequest("body is not acceptable JSON", {"body": f"contains {exc}"}) from None
+    except RecursionError:
+        raise BadRequest(
+            "body is not acceptable JSON",
+            {"body": f"is nested deeper than {MAX_JSON_DEPTH} levels"},
+        ) from None
+    except ValueError as exc:  # JSONDecodeError and int/float conversion limits
+        raise BadRequest("body is not valid JSON", {"body": str(exc)[:200]}) from None
+    if problem := _unstorable(value):
+        raise BadRequest("body is not acceptable JSON", {"body": problem})
+    return value
+
+
+def int_param(raw: str | None, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """A whole-number query parameter in ASCII digits (``int()`` also takes ``²``-like and
+    thousands-long digit strings), or BadRequest naming the parameter and the range."""
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12 and minimum <= int(raw) <= maximum):
+        raise BadRequest(
+            "invalid filter", {name: f"must be a whole number from {minimum} to {maximum}"}
+        )
+    return int(raw)
+
+
+def body_too_large() -> BadRequest:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return BadRequest(
+        "request body too large",
+        {"body": f"at most {limit} bytes (REQUEST_MAX_BODY_BYTES)"},
+        status=413,
+    )
 
 
 def _raw_key(request: HttpRequest) -> str | None:

@@ -25,7 +25,7 @@ from monitoring.alert_models import (
 )
 from monitoring.alerting.report import escalation_report, load_report_inputs
 from monitoring.alerting.tokens import read_token
-from opsconsole.api import BadRequest, actor_of, api_view
+from opsconsole.api import BadRequest, actor_of, api_view, int_param
 from opsconsole.env import format_duration, parse_duration
 from opsconsole.models import ApiScope
 
@@ -234,10 +234,8 @@ def api_alerts(request: HttpRequest) -> JsonResponse:
         if severity not in AlertSeverity.values:
             raise BadRequest("invalid filter", {"severity": "must be info, warning or critical"})
         alerts = alerts.filter(severity=severity)
-    limit_raw = request.GET.get("limit", "500")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
-        raise BadRequest("invalid filter", {"limit": "must be a whole number from 1 to 1000"})
-    alerts = alerts.order_by("-opened_at", "-id")[: int(limit_raw)]
+    limit = int_param(request.GET.get("limit"), "limit", default=500, minimum=1, maximum=1000)
+    alerts = alerts.order_by("-opened_at", "-id")[:limit]
     return JsonResponse({"alerts": [alert_as_json(a) for a in alerts]})
 
 

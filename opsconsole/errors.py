@@ -1,0 +1,140 @@
+"""Errors at the edge: every request gets a request id; ``/api/…`` always answers JSON (413 for an
+oversized body, 500 with the request id for a bug); a NUL character in a URL is refused with a
+400 everywhere but ``/ping/…`` (PostgreSQL cannot compare text holding one)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from http import HTTPStatus
+
+from django.conf import settings
+from django.core.exceptions import (
+    BadRequest as DjangoBadRequest,
+)
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
+from django.http import Http404, HttpRequest, HttpResponse
+
+from opsconsole.api import body_too_large, json_error
+from opsconsole.logging import job_context
+
+logger = logging.getLogger("opsconsole.errors")
+
+API_PREFIX = "/api/"
+# Pings are never refused for their URL: a job's heartbeat must land whatever it appends.
+PING_PREFIX = "/ping/"
+# A proxy's request id is kept when it looks like one; anything else is replaced, never echoed.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+# What a client needs from an error that is turned into JSON.
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Vary")
+
+
+def is_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith(API_PREFIX)
+
+
+def _request_id(request: HttpRequest) -> str:
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def _declared_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _url_problem(request: HttpRequest) -> str | None:
+    """Why the URL cannot be served (a NUL anywhere; too many parameters)."""
+    if "\x00" in request.path_info:
+        return "the path contains a NUL character"
+    try:
+        params = request.GET
+    except SuspiciousOperation as exc:  # TooManyFieldsSent
+        return str(exc)
+    for key, values in params.lists():
+        if "\x00" in key or any("\x00" in value for value in values):
+            return "a query parameter contains a NUL character"
+    return None
+
+
+class ApiErrorMiddleware:
+    """Placed near the top of MIDDLEWARE so that its request id covers every later log line."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = _request_id(request)
+        request.request_id = request_id
+        with job_context(request_id=request_id):
+            response = self._answer(request)
+        response["X-Request-Id"] = request_id
+        return response
+
+    def _answer(self, request: HttpRequest) -> HttpResponse:
+        api = is_api(request)
+        if not request.path_info.startswith(PING_PREFIX):
+            if problem := _url_problem(request):
+                if api:
+                    return json_error(400, "invalid request URL", {"url": problem})
+                # Django's own 400 page, as for any other bad request to a page.
+                raise DjangoBadRequest(problem)
+        if api and _declared_length(request) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            # Refused before a byte is read; the view would get RequestDataTooBig anyway.
+            error = body_too_large()
+            return json_error(error.status, error.error, error.details)
+        response = self.get_response(request)
+        if api and response.status_code >= 400 and not _is_json(response):
+            # Django's own answers (unknown URL, 405 from require_GET, CSRF) as JSON.
+            converted = _as_json(request, response.status_code)
+            for header in _KEPT_HEADERS:
+                if header in response:
+                    converted[header] = response[header]
+            return converted
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """Exceptions out of ``/api/`` views; pages keep Django's error pages."""
+        if not is_api(request):
+            return None
+        if isinstance(exception, RequestDataTooBig):
+            error = body_too_large()
+            return json_error(error.status, error.error, error.details)
+        if isinstance(exception, SuspiciousOperation | DjangoBadRequest):
+            return json_error(400, "bad request", {"request": str(exception)[:200]})
+        if isinstance(exception, Http404):
+            return _as_json(request, 404)
+        if isinstance(exception, PermissionDenied):
+            return _as_json(request, 403)
+        request_id = getattr(request, "request_id", "")
+        logger.error(
+            "unhandled error on %s %s (request id %s)",
+            request.method,
+            request.path_info,
+            request_id,
+            exc_info=exception,
+            extra={"request_id": request_id, "status_code": 500},
+        )
+        return json_error(
+            500,
+            "internal server error: the request id is in the server log",
+            {"request_id": request_id},
+        )
+
+
+def _is_json(response: HttpResponse) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
+
+
+def _as_json(request: HttpRequest, status: int) -> HttpResponse:
+    phrase = HTTPStatus(status).phrase.lower() if status in HTTPStatus._value2member_map_ else ""
+    details = {"path": request.path_info[:200], "method": request.method or ""}
+    return json_error(status, phrase or f"HTTP {status}", details)
