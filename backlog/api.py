@@ -8,6 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from backlog.models import DEFAULT_SOURCE
 from backlog.services import EntrySpec, InvalidEntry, enqueue, stats, validate_entry
 from opsconsole.api import BadRequest, api_view, parse_json_body
+from opsconsole.idempotency import idempotent
 from opsconsole.models import ApiScope
 
 MAX_ENTRIES_PER_REQUEST = 10_000
@@ -54,6 +55,7 @@ def _specs(body: object) -> list[EntrySpec]:
 
 
 @api_view(scope=ApiScope.WRITE, methods=("POST",))
+@idempotent("backlog.add")
 def add_entries(request: HttpRequest) -> JsonResponse:
     specs = _specs(parse_json_body(request))
     with transaction.atomic():

@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from batches import services
 from batches.services import BatchInputError
 from opsconsole.api import BadRequest, api_view, json_error, parse_json_body
+from opsconsole.idempotency import idempotent
 from opsconsole.models import ApiScope
 
 
@@ -50,6 +51,7 @@ def _translate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
 
 
 @api_view(scope=ApiScope.WRITE, methods=("POST",))
+@idempotent("batches.create")
 @_translate
 def _create(request: HttpRequest) -> JsonResponse:
     batch = services.create_batch(parse_json_body(request))

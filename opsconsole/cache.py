@@ -5,10 +5,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from redis.exceptions import RedisError
 
+from opsconsole.redis_guard import GuardedRedis
+
 logger = logging.getLogger(__name__)
+
+
+class GuardedRedisCacheClient(RedisCacheClient):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Through the outage breaker: while Redis hangs, one call pays the timeout and the
+        # following ones miss at once instead of each waiting for it.
+        self._client = GuardedRedis
 
 
 class ResilientRedisCache(RedisCache):
@@ -17,11 +27,16 @@ class ResilientRedisCache(RedisCache):
     The cache only ever holds derived data, so losing it costs time, never correctness.
     """
 
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self._class = GuardedRedisCacheClient
+
     def _guard(self, method: str, default: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return getattr(super(), method)(*args, **kwargs)
         except (RedisError, OSError) as exc:
-            logger.warning("cache %s failed, continuing without cache: %s", method, exc)
+            # The breaker logs the outage itself, once a minute.
+            logger.debug("cache %s failed, continuing without cache: %s", method, exc)
             return default
 
     def get(self, key, default=None, version=None):

@@ -92,7 +92,9 @@ def env_int(
     return number
 
 
-def env_duration(name: str, default: float, *, minimum: float = 0.0) -> float:
+def env_duration(
+    name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+) -> float:
     """Seconds; accepts ``30``, ``30s``, ``100ms``, ``5m``."""
     value = _raw(name)
     if value is None or value == "":
@@ -103,6 +105,8 @@ def env_duration(name: str, default: float, *, minimum: float = 0.0) -> float:
         raise _fail(name, str(exc)) from None
     if seconds < minimum:
         raise _fail(name, f"must be at least {minimum}s, got {value!r}")
+    if maximum is not None and seconds > maximum:
+        raise _fail(name, f"must be at most {maximum:g}s, got {value!r}")
     return seconds
 
 

@@ -23,6 +23,7 @@ from backlog.models import BacklogEntry
 from batches.models import BatchOperation
 from monitoring.alert_models import Alert
 from monitoring.models import Check, CheckRun, Report
+from opsconsole.models import IdempotentRequest
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,11 @@ def _reports(now: datetime) -> models.QuerySet:
     return Report._base_manager.filter(created_at__lt=cutoff)
 
 
+def _idempotency_keys(now: datetime) -> models.QuerySet:
+    cutoff = now - timedelta(hours=settings.IDEMPOTENCY_KEY_RETENTION_HOURS)
+    return IdempotentRequest.objects.filter(created_at__lt=cutoff)
+
+
 def rules() -> list[tuple[str, str, Callable[[datetime, ChunkedDeleter, RuleResult], None]]]:
     """(name, what the rule keeps, function), read from settings each time."""
     s = settings
@@ -224,6 +230,11 @@ def rules() -> list[tuple[str, str, Callable[[datetime, ChunkedDeleter, RuleResu
             "reports",
             f"health reports older than {s.REPORT_RETENTION_DAYS} days",
             _simple(_reports),
+        ),
+        (
+            "idempotency keys",
+            f"Idempotency-Key answers older than {s.IDEMPOTENCY_KEY_RETENTION_HOURS} h",
+            _simple(_idempotency_keys),
         ),
     ]
 

@@ -53,3 +53,36 @@ class ApiKey(models.Model):
 
     def allows(self, scope: str) -> bool:
         return self.scope == ApiScope.WRITE or scope == ApiScope.READ
+
+
+class IdempotentRequest(models.Model):
+    """The first answer to a write sent with an ``Idempotency-Key`` header.
+
+    Stored in the same transaction as the rows the request created, so a client that retries
+    after a timeout gets that answer back instead of creating the rows twice.
+    """
+
+    scope = models.CharField(max_length=50, help_text="The endpoint, e.g. batches.create.")
+    principal = models.CharField(max_length=64, help_text="key:<API key id> or user:<user id>.")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    status_code = models.PositiveSmallIntegerField()
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "idempotent request"
+        constraints = [
+            # Two requests racing with one key: the second insert waits for the first
+            # transaction and then fails, so only one of them does the work.
+            models.UniqueConstraint(
+                fields=["scope", "principal", "key"], name="idempotent_request_unique_key"
+            ),
+        ]
+        indexes = [
+            # housekeeping: DELETE … WHERE created_at < cutoff
+            models.Index(fields=["created_at"], name="idempotent_request_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key}"

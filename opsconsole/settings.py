@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_prometheus",
     "django_q",
+    "axes",
     "opsconsole",
     "monitoring",
     "backlog",
@@ -77,6 +78,7 @@ MIDDLEWARE = [
     # Request id, JSON errors on /api/, NUL in URLs refused: before anything reads the request.
     "opsconsole.errors.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "opsconsole.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -84,6 +86,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so that it sees the failed login of the view and answers with the lockout page.
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -211,8 +215,34 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_HSTS_SECONDS = 31536000 if SECURE_COOKIES else 0
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-if env_bool("BEHIND_TLS_PROXY", False):
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Largest request body read into memory (API JSON, forms); above it the API answers 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
+    "REQUEST_MAX_BODY_BYTES", 2_621_440, minimum=1024, maximum=1024**3
+)
+
+# Login throttling (django-axes): LOGIN_FAILURE_LIMIT failed logins for one username, or from one
+# address, lock both out for LOGIN_LOCKOUT_MINUTES. docs/deployment.md explains how to unlock.
+AUTHENTICATION_BACKENDS = [
+    # First: it refuses a locked-out username or address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1, maximum=1000)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=7 * 24 * 60)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks out
+AXES_COOLOFF_TIME = "opsconsole.login_throttle.cool_off"
+AXES_LOCKOUT_CALLABLE = "opsconsole.login_throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "opsconsole.login_throttle.client_address"
+AXES_RESET_ON_SUCCESS = True
+# A fixed cool-off: retrying during the lockout (even with the right password) does not extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Failed attempts are kept (and shown in the admin) until their cool-off ends; a row per
+# successful login would grow without bound, so only failures are recorded.
+AXES_DISABLE_ACCESS_LOG = True
 # Largest request body read into memory (API JSON, forms); above it the API answers 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
     "REQUEST_MAX_BODY_BYTES", 2_621_440, minimum=1024, maximum=1024**3

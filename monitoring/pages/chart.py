@@ -137,7 +137,7 @@ def history_chart(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
         f'aria-label="History of value and duration, {len(points)} runs" '
         f'xmlns="http://www.w3.org/2000/svg" font-size="11" font-family="system-ui, sans-serif">',
-        "<style>.title{font-weight:600}.frame{fill:none;stroke:#d0d7de}</style>",
+        # .title and .frame are styled by console.css: the CSP allows no inline <style>.
     ]
     parts += _panel(points, "value", f"Value ({unit})" if unit else "Value", unit, 0, thresholds)
     parts += _panel(points, "duration_ms", "Duration (ms)", "ms", PANEL_HEIGHT)

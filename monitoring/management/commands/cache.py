@@ -4,7 +4,7 @@ from collections import Counter
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from monitoring.observability.sources import redis_client
+from opsconsole.redis_guard import redis_client
 
 # Keys inspected at most per command; a cache far larger than this needs redis-cli --bigkeys.
 SCAN_LIMIT = 1_000_000
@@ -49,7 +49,7 @@ class Command(BaseCommand):
                 "processes to clear it."
             )
             sys.exit(2)
-        client = redis_client(timeout=2)
+        client = redis_client()
         try:
             client.ping()
         except (redis.exceptions.RedisError, OSError) as exc:
