@@ -11,9 +11,12 @@ import contextlib
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
+from django.conf import settings
+
+from batches.http_deadline import deadline, deadline_client
 
 if TYPE_CHECKING:
     from batches.models import BatchItem, BatchOperation
@@ -77,6 +80,34 @@ def substitute_key(value: Any, key: str) -> Any:
 
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Read of an answer: enough for the excerpt kept on the item, bounded whatever the server sends.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+def host_allowed(host: str) -> bool:
+    """Whether BATCH_HTTP_ALLOWED_HOSTS (read now, empty: any host) lets batches send to
+    ``host``. ``.example.com`` stands for example.com and its subdomains."""
+    allowed = settings.BATCH_HTTP_ALLOWED_HOSTS
+    if not allowed:
+        return True
+    host = host.lower().rstrip(".")
+    for pattern in allowed:
+        if pattern.startswith("."):
+            if host == pattern[1:] or host.endswith(pattern):
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def url_with_key(template: str, key: str) -> str:
+    """The item's URL: the key percent-encoded as one path segment or query value, so that
+    ``/``, ``?``, ``#``, ``%`` or spaces in a key cannot change where the request goes."""
+    encoded = quote(key, safe="")
+    if encoded in (".", ".."):
+        # A bare dot segment would be resolved away by the client ("/items/.." is "/").
+        encoded = encoded.replace(".", "%2E")
+    return template.replace("{key}", encoded)
 
 
 def _is_number(value: Any) -> bool:
@@ -107,15 +138,22 @@ class HttpOperation(Operation):
             errors["payload.url"] = "must be a URL string of at most 2000 characters"
         else:
             try:
-                parts = urlsplit(url.replace("{key}", "x"))
+                parts = urlsplit(url)
                 scheme_ok = parts.scheme in ("http", "https")
-                host_ok = bool(parts.hostname)
+                host = parts.hostname or ""
             except ValueError:
-                scheme_ok = host_ok = False
+                scheme_ok, host = False, ""
             if not scheme_ok:
                 errors["payload.url"] = "scheme must be http or https"
-            elif not host_ok:
+            elif "{key}" in parts.netloc:
+                errors["payload.url"] = "{key} may be in the path or the query, not in the host"
+            elif not host:
                 errors["payload.url"] = "has no host"
+            elif not host_allowed(host):
+                errors["payload.url"] = (
+                    f"host {host!r} is not in BATCH_HTTP_ALLOWED_HOSTS "
+                    f"({', '.join(settings.BATCH_HTTP_ALLOWED_HOSTS)})"
+                )
         method = payload.get("method", self.defaults["method"])
         if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
             errors["payload.method"] = f"must be one of {', '.join(HTTP_METHODS)}"
@@ -149,29 +187,46 @@ class HttpOperation(Operation):
 
     @contextlib.contextmanager
     def session(self, batch: BatchOperation) -> Iterator[httpx.Client]:
+        # As many connections as the executor has threads: no request waits for the pool.
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-        with httpx.Client(
-            timeout=self.item_timeout(batch.payload),
+        with deadline_client(
+            self.item_timeout(batch.payload),
             limits=limits,
             headers={"User-Agent": "opsconsole-batches/1"},
         ) as client:
             yield client
 
     def process(self, batch: BatchOperation, item: BatchItem, session: httpx.Client) -> Any:
+        """One request, over within the item timeout in total (``http_deadline``): the chunk's
+        lease is built from that timeout, so the item is never sent twice at once."""
         payload = batch.payload
         key = item.key
-        headers = {**payload.get("headers", {}), "Idempotency-Key": f"{batch.id}:{key}"}
+        url = url_with_key(payload["url"], key)
+        host = urlsplit(url).hostname or ""
+        if not host_allowed(host):
+            raise PermanentError(f"host {host!r} is not in BATCH_HTTP_ALLOWED_HOSTS")
+        # As UTF-8 bytes: httpx encodes str header values as ASCII, which fails on "café".
+        idempotency_key = f"{batch.id}:{key}".encode()
+        headers = {**payload.get("headers", {}), "Idempotency-Key": idempotency_key}
         kwargs: dict[str, Any] = {"headers": headers}
         if "body" in payload and payload["method"] not in ("GET", "DELETE"):
             kwargs["json"] = substitute_key(payload["body"], key)
-        url = payload["url"].replace("{key}", key)
+        timeout = self.item_timeout(payload)
         try:
-            response = session.request(payload["method"], url, **kwargs)
+            with (
+                deadline(timeout),
+                session.stream(payload["method"], url, **kwargs) as response,
+            ):
+                body = bytearray()
+                for part in response.iter_bytes():
+                    body += part
+                    if len(body) >= MAX_RESPONSE_BYTES:
+                        break
         except httpx.TimeoutException:
-            raise RetryableError(f"timed out after {self.item_timeout(payload)} s") from None
+            raise RetryableError(f"timed out after {timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from None
-        excerpt = response.text[:500]
+        excerpt = bytes(body).decode(response.encoding or "utf-8", errors="replace")[:500]
         if response.status_code in payload["expect_status"]:
             return {"status": response.status_code, "body": excerpt}
         message = f"HTTP {response.status_code}: {excerpt[:200]}"

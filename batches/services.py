@@ -6,6 +6,7 @@ import base64
 import binascii
 import math
 import os
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,6 +60,16 @@ def _unstorable(value: Any, depth: int = 0) -> str | None:
         for key, item in value.items():
             if reason := _unstorable(key, depth + 1) or _unstorable(item, depth + 1):
                 return reason
+    return None
+
+
+def _control_character(key: str) -> str | None:
+    """The first control character (Unicode category Cc: C0 with NUL, DEL, C1) of a key, as
+    U+XXXX. Keys go into URLs, headers, logs and terminals, where such characters split or
+    disguise what an operator reads."""
+    for char in key:
+        if unicodedata.category(char) == "Cc":
+            return f"U+{ord(char):04X}"
     return None
 
 
@@ -121,6 +132,11 @@ def validate_batch(data: Any) -> tuple[str, str, list[str], dict[str, Any]]:
                 errors[where] = "must not be empty"
             elif isinstance(item, str) and len(item) > MAX_KEY_LENGTH:
                 errors[where] = f"must be at most {MAX_KEY_LENGTH} characters"
+            elif isinstance(item, str) and (char := _control_character(item)):
+                errors[where] = (
+                    f"key {ascii(item)[:80]} contains the control character {char}; "
+                    "keys are printable text"
+                )
             elif isinstance(item, str) and (reason := _unstorable(item)):
                 errors[where] = reason
             else:

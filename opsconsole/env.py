@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -115,6 +116,31 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_HOST_RE = re.compile(r"^\.?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
+
+
+def env_host_list(name: str) -> list[str]:
+    """Comma-separated host names (``api.example.com``), ``.example.com`` for a domain and its
+    subdomains, IP addresses (IPv6 in brackets or bare). Lower-cased, without brackets. A URL,
+    a port or a path is refused: the list is compared with host names only."""
+    hosts: list[str] = []
+    for item in env_list(name, []):
+        host = item.lower()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if ":" in host:
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise _fail(
+                    name, f"{item!r} is not a host name (no scheme, port or path)"
+                ) from None
+        elif not _HOST_RE.match(host):
+            raise _fail(name, f"{item!r} is not a host name (no scheme, port or path)")
+        hosts.append(host)
+    return hosts
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -13,6 +13,7 @@ from opsconsole.env import (
     env_bool,
     env_choice,
     env_duration,
+    env_host_list,
     env_int,
     env_json_object,
     env_list,
@@ -203,6 +204,9 @@ ALERT_NOTIFY_MAX_ATTEMPTS = env_int("ALERT_NOTIFY_MAX_ATTEMPTS", 4, minimum=1, m
 ALERT_NOTIFY_BACKOFF = env_duration("ALERT_NOTIFY_BACKOFF", 30, minimum=1)
 
 # --- Auth, sessions, security ---------------------------------------------------------------
+# Hosts the batch http operation may send to (empty: any); checked when a batch is created
+# and again before each request.
+BATCH_HTTP_ALLOWED_HOSTS = env_host_list("BATCH_HTTP_ALLOWED_HOSTS")
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
