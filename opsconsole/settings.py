@@ -132,6 +132,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis, cache, queue --------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "opsconsole")
+# Connect and read timeout of every Redis call (cache, broker, stats, status): a Redis that
+# hangs must degrade the console, never hang it (opsconsole/redis_guard.py).
+REDIS_TIMEOUT = env_duration("REDIS_TIMEOUT", 1, minimum=0.05, maximum=2)
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured("Environment variable REDIS_URL: expected redis://host:port/db")
@@ -140,7 +143,10 @@ if REDIS_URL:
             "BACKEND": "opsconsole.cache.ResilientRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_TIMEOUT,
+                "socket_timeout": REDIS_TIMEOUT,
+            },
         }
     }
 else:
@@ -162,6 +168,9 @@ Q_CLUSTER = {
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
+    # django-q2's own broker connects without timeouts and logs an ERROR per guard cycle
+    # while Redis is down; this one has REDIS_TIMEOUT and backs off.
+    Q_CLUSTER["broker_class"] = "opsconsole.broker.ResilientRedisBroker"
 else:
     Q_CLUSTER["orm"] = "default"
 
@@ -292,6 +301,8 @@ BATCH_RETENTION_DAYS = env_int("BATCH_RETENTION_DAYS", 90, minimum=1)
 QUEUE_SUCCESS_RETENTION_HOURS = env_int("QUEUE_SUCCESS_RETENTION_HOURS", 24, minimum=1)
 QUEUE_FAILURE_RETENTION_DAYS = env_int("QUEUE_FAILURE_RETENTION_DAYS", 7, minimum=1)
 REPORT_RETENTION_DAYS = env_int("REPORT_RETENTION_DAYS", 30, minimum=1)
+# Idempotency-Key answers of POST /api/batches/ and /api/backlog/ are replayed this long.
+IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 24, minimum=1)
 # The scheduled 30-minute report is also mailed to staff when true.
 OPSREPORT_EMAIL = env_bool("OPSREPORT_EMAIL", False)
 
@@ -312,9 +323,11 @@ LOGGING = {
             "formatter": LOG_FORMAT,
         },
     },
+    "filters": {"redis_outage": {"()": "opsconsole.redis_guard.RedisOutageLogFilter"}},
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        "django-q": {"filters": ["redis_outage"]},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
     },
