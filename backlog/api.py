@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
 from backlog.models import DEFAULT_SOURCE
-from backlog.services import EntrySpec, InvalidEntry, enqueue, stats, validate_entry
+from backlog.services import EntrySpec, InvalidEntry, enqueue_all, stats, validate_entry
 from opsconsole.api import BadRequest, api_view, parse_json_body
 from opsconsole.idempotency import idempotent
 from opsconsole.models import ApiScope
@@ -58,8 +57,7 @@ def _specs(body: object) -> list[EntrySpec]:
 @idempotent("backlog.add")
 def add_entries(request: HttpRequest) -> JsonResponse:
     specs = _specs(parse_json_body(request))
-    with transaction.atomic():
-        created = [enqueue(s.source, s.key, s.reason, s.payload) for s in specs]
+    created = enqueue_all(specs)
     added = sum(1 for entry in created if entry.was_created)
     return JsonResponse(
         {
