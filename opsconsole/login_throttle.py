@@ -14,10 +14,26 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+# AccessAttempt.username is a varchar(255).
+USERNAME_MAX_LENGTH = 255
+
 
 def cool_off(request: HttpRequest | None = None) -> timedelta:
     """How long a username or address stays locked out after too many failed logins."""
     return timedelta(minutes=settings.LOGIN_LOCKOUT_MINUTES)
+
+
+def client_username(request: HttpRequest, credentials: dict[str, Any] | None) -> str | None:
+    """The username a lockout applies to, cut to what the attempts table holds.
+
+    The admin form passes any length to authenticate(); a longer name cannot belong to a user
+    (usernames have at most 150 characters), and storing it whole would fail the insert.
+    """
+    if credentials:
+        username = credentials.get(settings.AXES_USERNAME_FORM_FIELD)
+    else:
+        username = request.POST.get(settings.AXES_USERNAME_FORM_FIELD)
+    return None if username is None else str(username)[:USERNAME_MAX_LENGTH]
 
 
 def client_address(request: HttpRequest) -> str | None:

@@ -250,6 +250,7 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks o
 AXES_COOLOFF_TIME = "opsconsole.login_throttle.cool_off"
 AXES_LOCKOUT_CALLABLE = "opsconsole.login_throttle.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "opsconsole.login_throttle.client_address"
+AXES_USERNAME_CALLABLE = "opsconsole.login_throttle.client_username"
 AXES_RESET_ON_SUCCESS = True
 # A fixed cool-off: retrying during the lockout (even with the right password) does not extend it.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
