@@ -76,7 +76,10 @@ class BacklogEntryAdmin(LargeTableAdminMixin, admin.ModelAdmin):
             return ("source", "key", *self.readonly_fields)
         return self.readonly_fields
 
-    @admin.action(description="Requeue selected entries (failed or processed → pending)")
+    @admin.action(
+        description="Requeue selected entries (failed or processed → pending)",
+        permissions=["change"],
+    )
     def requeue(self, request: HttpRequest, queryset: QuerySet[BacklogEntry]) -> None:
         requeued, skipped = services.requeue(queryset)
         self.message_user(request, f"Requeued {requeued} entries.", messages.SUCCESS)
@@ -87,7 +90,7 @@ class BacklogEntryAdmin(LargeTableAdminMixin, admin.ModelAdmin):
                 messages.WARNING,
             )
 
-    @admin.action(description="Mark selected entries processed")
+    @admin.action(description="Mark selected entries processed", permissions=["change"])
     def mark_processed(self, request: HttpRequest, queryset: QuerySet[BacklogEntry]) -> None:
         count = services.mark_processed(queryset)
         self.message_user(request, f"Marked {count} entries processed.", messages.SUCCESS)

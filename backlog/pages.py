@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from backlog import services
 from backlog.models import BacklogEntry, BacklogStatus
-from opsconsole.page_access import staff_page
+from opsconsole.page_access import BACKLOG_CHANGE, staff_action, staff_page
 from opsconsole.paging import keyset
 
 PER_PAGE = 50
@@ -55,7 +55,7 @@ def backlog_page(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@staff_page
+@staff_action(BACKLOG_CHANGE)
 def retry_failed(request: HttpRequest) -> HttpResponse:
     requeued, skipped = services.retry_failed()
     messages.success(

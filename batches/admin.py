@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from batches.models import BatchItem, BatchOperation, BatchStatus
 from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.page_access import BATCH_CHANGE
 from opsconsole.redaction import mask_config
 
 ITEMS_PREVIEW = 50
@@ -82,8 +83,13 @@ class BatchOperationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        # The change page is a read-only detail page; actions still need the view right.
+        # The change page is a read-only detail page; the actions have their own right below.
         return False
+
+    def has_act_permission(self, request: HttpRequest) -> bool:
+        """Retry and cancel: the model's change permission, which the read-only change page
+        above does not grant (the same rule as the Retry and Cancel buttons of the pages)."""
+        return request.user.has_perm(BATCH_CHANGE)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -134,7 +140,7 @@ class BatchOperationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
             table,
         )
 
-    @admin.action(description="Retry failed items")
+    @admin.action(description="Retry failed items", permissions=["act"])
     def retry_failed_items(self, request: HttpRequest, queryset: QuerySet[BatchOperation]) -> None:
         total = batches = 0
         for batch in queryset[:500]:
@@ -147,7 +153,7 @@ class BatchOperationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
             request, f"{total} failed items of {batches} batches queued again.", level
         )
 
-    @admin.action(description="Cancel")
+    @admin.action(description="Cancel", permissions=["act"])
     def cancel_batches(self, request: HttpRequest, queryset: QuerySet[BatchOperation]) -> None:
         cancelled = sum(
             1

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from batches.models import BatchOperation, BatchStatus, ItemStatus
-from opsconsole.page_access import staff_page
+from opsconsole.page_access import BATCH_CHANGE, staff_action, staff_page
 from opsconsole.paging import keyset, latest_first
 
 ITEMS_PER_PAGE = 50
@@ -87,7 +87,7 @@ def batch_progress_fragment(request: HttpRequest, batch_id: str) -> HttpResponse
 
 
 @require_POST
-@staff_page
+@staff_action(BATCH_CHANGE)
 def retry_failed(request: HttpRequest, batch_id: str) -> HttpResponse:
     batch = get_object_or_404(BatchOperation, pk=batch_id)
     count = batch.retry_failed()
@@ -101,7 +101,7 @@ def retry_failed(request: HttpRequest, batch_id: str) -> HttpResponse:
 
 
 @require_POST
-@staff_page
+@staff_action(BATCH_CHANGE)
 def cancel(request: HttpRequest, batch_id: str) -> HttpResponse:
     batch = get_object_or_404(BatchOperation, pk=batch_id)
     if batch.cancel():

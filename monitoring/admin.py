@@ -174,7 +174,7 @@ class CheckAdmin(admin.ModelAdmin):
     def masked_config(self, obj: Check) -> str:
         return format_html("<pre>{}</pre>", json.dumps(mask_secrets(obj.config), indent=2))
 
-    @admin.action(description="Run now")
+    @admin.action(description="Run now", permissions=["change"])
     def run_now(self, request, queryset):
         results = run_checks(list(queryset[:200]), claim=False)
         for result in results:
@@ -183,11 +183,11 @@ class CheckAdmin(admin.ModelAdmin):
                 request, f"{result.check.name}: {result.run.status} {result.run.message}", level
             )
 
-    @admin.action(description="Enable")
+    @admin.action(description="Enable", permissions=["change"])
     def enable(self, request, queryset):
         self.message_user(request, f"Enabled {queryset.update(enabled=True)} checks.")
 
-    @admin.action(description="Disable (pause)")
+    @admin.action(description="Disable (pause)", permissions=["change"])
     def disable(self, request, queryset):
         self.message_user(
             request, f"Disabled {queryset.update(enabled=False, status='paused')} checks."

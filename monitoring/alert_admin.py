@@ -67,14 +67,14 @@ class AlertAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Acknowledge selected alerts")
+    @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge_selected(self, request, queryset):
         done = sum(
             alert.acknowledge(request.user.get_username(), via="admin") for alert in queryset[:500]
         )
         self.message_user(request, f"Acknowledged {done} alerts.", messages.SUCCESS)
 
-    @admin.action(description="Resolve selected alerts")
+    @admin.action(description="Resolve selected alerts", permissions=["change"])
     def resolve_selected(self, request, queryset):
         done = sum(
             alert.resolve(request.user.get_username(), "Resolved in the admin")

@@ -23,7 +23,7 @@ from backlog import services as backlog_services
 from batches.models import BatchOperation
 from monitoring.alert_models import Alert
 from monitoring.models import SEVERITY_RANK, Check, CheckStatus
-from opsconsole.page_access import staff_page
+from opsconsole.page_access import ALERT_CHANGE, staff_action, staff_page
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def dashboard_fragment(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@staff_page
+@staff_action(ALERT_CHANGE)
 def acknowledge_alert(request: HttpRequest, alert_id: int) -> HttpResponse:
     """One-click Acknowledge from the dashboard; the alert model does the work."""
     from django.contrib import messages

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.db.models import Case, IntegerField, Value, When
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -28,22 +24,9 @@ from monitoring.alerting.tokens import read_token
 from opsconsole.api import BadRequest, actor_of, api_view, int_param
 from opsconsole.env import format_duration, parse_duration
 from opsconsole.models import ApiScope
+from opsconsole.page_access import ALERT_CHANGE, staff_action, staff_page
 
 SNOOZE_CHOICES = ["30m", "1h", "2h", "4h", "8h", "24h"]
-
-
-def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Anonymous: to the login page. Logged in but not staff: 403 (a login would not help)."""
-
-    @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not request.user.is_staff:
-            raise PermissionDenied("Alerts are for staff users.")
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 def _status_order() -> Case:
@@ -55,7 +38,7 @@ def _status_order() -> Case:
     )
 
 
-@staff_required
+@staff_page
 def alert_list(request: HttpRequest) -> HttpResponse:
     alerts = Alert.objects.select_related("check_obj")
     status = request.GET.get("status", "")
@@ -80,7 +63,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-@staff_required
+@staff_page
 def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = get_object_or_404(Alert.objects.select_related("check_obj"), pk=alert_id)
     now = timezone.now()
@@ -107,7 +90,7 @@ def _back(request: HttpRequest, alert: Alert) -> HttpResponse:
     return redirect("alert-detail", alert.pk)
 
 
-@staff_required
+@staff_action(ALERT_CHANGE)
 @require_POST
 def acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = get_object_or_404(Alert, pk=alert_id)
@@ -118,7 +101,7 @@ def acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
     return _back(request, alert)
 
 
-@staff_required
+@staff_action(ALERT_CHANGE)
 @require_POST
 def resolve(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = get_object_or_404(Alert, pk=alert_id)
@@ -130,7 +113,7 @@ def resolve(request: HttpRequest, alert_id: int) -> HttpResponse:
     return _back(request, alert)
 
 
-@staff_required
+@staff_action(ALERT_CHANGE)
 @require_POST
 def snooze(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = get_object_or_404(Alert, pk=alert_id)
@@ -144,7 +127,7 @@ def snooze(request: HttpRequest, alert_id: int) -> HttpResponse:
     return _back(request, alert)
 
 
-@staff_required
+@staff_action(ALERT_CHANGE)
 @require_POST
 def add_note(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = get_object_or_404(Alert, pk=alert_id)

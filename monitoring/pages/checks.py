@@ -16,7 +16,7 @@ from monitoring.kinds import ConfigError, mask_secrets
 from monitoring.models import Check, CheckRun, CheckStatus
 from monitoring.pages.chart import Point, history_chart
 from monitoring.probing import run_checks
-from opsconsole.page_access import staff_page
+from opsconsole.page_access import CHECK_CHANGE, staff_action, staff_page
 from opsconsole.paging import latest_first
 
 CHART_RUNS = 300
@@ -98,7 +98,7 @@ def check_detail(request: HttpRequest, check_id: int) -> HttpResponse:
 
 
 @require_POST
-@staff_page
+@staff_action(CHECK_CHANGE)
 def run_now(request: HttpRequest, check_id: int) -> HttpResponse:
     check = get_object_or_404(Check, pk=check_id)
     result = run_checks([check], claim=False)[0]
@@ -113,7 +113,7 @@ def run_now(request: HttpRequest, check_id: int) -> HttpResponse:
 
 
 @require_POST
-@staff_page
+@staff_action(CHECK_CHANGE)
 def mute(request: HttpRequest, check_id: int) -> HttpResponse:
     """Mutes the check's notifications for an hour with a maintenance window."""
     check = get_object_or_404(Check, pk=check_id)
