@@ -90,10 +90,6 @@ class CheckForm(forms.ModelForm):
 class CheckAdmin(admin.ModelAdmin):
     form = CheckForm
 
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form = super().get_form(request, obj, change=change, **kwargs)
-        form.user = request.user  # the form's SQL-authoring rule depends on who submits it
-        return form
     list_display = (
         "name",
         "component",
@@ -154,6 +150,11 @@ class CheckAdmin(admin.ModelAdmin):
             },
         ),
     )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.user = request.user  # the form's SQL-authoring rule depends on who submits it
+        return form
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Check) -> str:

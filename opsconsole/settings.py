@@ -178,6 +178,14 @@ else:
 CHECKS_MAX_CONCURRENCY = env_int("CHECKS_MAX_CONCURRENCY", 50, minimum=1, maximum=1000)
 CHECKS_DEFAULT_INTERVAL = env_duration("CHECKS_DEFAULT_INTERVAL", 60, minimum=1)
 CHECKS_DEFAULT_TIMEOUT = env_duration("CHECKS_DEFAULT_TIMEOUT", 10, minimum=0.1)
+# SQL checks against the "default" alias connect with these credentials instead of the
+# console's own: a read-only role (docs/checks.md has the CREATE ROLE recipe).
+SQL_CHECKS_DATABASE_URL = env_str("SQL_CHECKS_DATABASE_URL")
+if SQL_CHECKS_DATABASE_URL:
+    parse_database_url(SQL_CHECKS_DATABASE_URL, "SQL_CHECKS_DATABASE_URL")  # fail at start
+# A superuser's session can escape any read-only mode (COPY ... TO PROGRAM), so authored SQL
+# is refused on one unless this is set.
+SQL_CHECKS_ALLOW_SUPERUSER = env_bool("SQL_CHECKS_ALLOW_SUPERUSER", False)
 
 # --- Backlog and batches (read by those apps when they run) ---------------------------------
 BACKLOG_HANDLERS = env_json_object("BACKLOG_HANDLERS")
@@ -194,16 +202,11 @@ BATCH_OPERATION_TIMEOUT = env_duration("BATCH_OPERATION_TIMEOUT", 120, minimum=1
 BATCH_EXECUTOR_DELAY = env_duration("BATCH_EXECUTOR_DELAY", 0.1)
 BATCH_CHUNK_SIZE = env_int("BATCH_CHUNK_SIZE", 10, minimum=1, maximum=1000)
 BATCH_ITEM_MAX_ATTEMPTS = env_int("BATCH_ITEM_MAX_ATTEMPTS", 3, minimum=1)
-# SQL checks against the "default" alias connect with these credentials instead of the
-# console's own: a read-only role (docs/checks.md has the CREATE ROLE recipe).
-SQL_CHECKS_DATABASE_URL = env_str("SQL_CHECKS_DATABASE_URL")
-if SQL_CHECKS_DATABASE_URL:
-    parse_database_url(SQL_CHECKS_DATABASE_URL, "SQL_CHECKS_DATABASE_URL")  # fail at start
-# A superuser's session can escape any read-only mode (COPY ... TO PROGRAM), so authored SQL
-# is refused on one unless this is set.
-SQL_CHECKS_ALLOW_SUPERUSER = env_bool("SQL_CHECKS_ALLOW_SUPERUSER", False)
 # First retry delay of a failed item; doubles each attempt, capped at 60 s.
 BATCH_RETRY_BACKOFF = env_duration("BATCH_RETRY_BACKOFF", 1, minimum=0)
+# Hosts the batch http operation may send to (empty: any); checked when a batch is created
+# and again before each request.
+BATCH_HTTP_ALLOWED_HOSTS = env_host_list("BATCH_HTTP_ALLOWED_HOSTS")
 
 # --- Alerts ---------------------------------------------------------------------------------
 ACK_LINK_MAX_AGE = env_duration("ACK_LINK_MAX_AGE", 24 * 3600, minimum=60)
@@ -213,9 +216,6 @@ ALERT_NOTIFY_MAX_ATTEMPTS = env_int("ALERT_NOTIFY_MAX_ATTEMPTS", 4, minimum=1, m
 ALERT_NOTIFY_BACKOFF = env_duration("ALERT_NOTIFY_BACKOFF", 30, minimum=1)
 
 # --- Auth, sessions, security ---------------------------------------------------------------
-# Hosts the batch http operation may send to (empty: any); checked when a batch is created
-# and again before each request.
-BATCH_HTTP_ALLOWED_HOSTS = env_host_list("BATCH_HTTP_ALLOWED_HOSTS")
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -257,10 +257,6 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 # Failed attempts are kept (and shown in the admin) until their cool-off ends; a row per
 # successful login would grow without bound, so only failures are recorded.
 AXES_DISABLE_ACCESS_LOG = True
-# Largest request body read into memory (API JSON, forms); above it the API answers 413.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
-    "REQUEST_MAX_BODY_BYTES", 2_621_440, minimum=1024, maximum=1024**3
-)
 
 # --- I18N, time, static ---------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
