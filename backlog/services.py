@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from backlog.handlers import HandlerMissing, HandlerSet, describe_handler, handler_setting
 from backlog.models import DEFAULT_SOURCE, BacklogEntry, BacklogStatus
+from opsconsole.idempotency import claim_idempotency_key
 from opsconsole.logging import job_context
 from opsconsole.redaction import redact, secret_values
 from opsconsole.retry import backoff_seconds
@@ -254,6 +255,7 @@ def enqueue_all(specs: list[EntrySpec]) -> list[BacklogEntry]:
     statements = _insert_statements(list(first.values()), now, returning=True)
     inserted: dict[tuple[str, str], int] = {}
     with transaction.atomic():
+        claim_idempotency_key()  # committed with these rows, or not at all
         with connection.cursor() as cursor:
             for sql, params in statements:
                 cursor.execute(sql, params)

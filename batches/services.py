@@ -20,6 +20,7 @@ from django.utils.dateparse import parse_datetime
 
 from batches.models import BatchItem, BatchOperation, BatchStatus, ItemStatus
 from batches.operations import get_operation, operation_names
+from opsconsole.idempotency import claim_idempotency_key
 from opsconsole.redaction import mask_config
 
 MAX_CREATOR_LENGTH = 100
@@ -174,6 +175,7 @@ def create_batch(data: Any, now: datetime | None = None) -> BatchOperation:
     operation_name, creator, keys, payload = validate_batch(data)
     now = now or timezone.now()
     with transaction.atomic():
+        claim_idempotency_key()  # committed with these rows, or not at all
         batch = BatchOperation.objects.create(
             operation=operation_name,
             creator=creator,

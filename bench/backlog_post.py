@@ -13,7 +13,7 @@ loopback; while one worker answers the POST, the bench measures from the outside
 
 Each round posts new keys (all inserted), then the same keys again (all already pending).
 Target: the write lock held under 1 s and no ping waiting 1 s or more, in every round.
-``--idempotency-key`` sends the header, whose stored answer is written in the same transaction.
+``--idempotency-key`` sends the header: the key is claimed in the same short write transaction.
 """
 
 from __future__ import annotations

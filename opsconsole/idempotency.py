@@ -1,18 +1,22 @@
 """``Idempotency-Key`` for API writes: a retry with the same key answers the first result.
 
-The key is claimed by inserting its row at the start of the request's transaction and the
-answer is stored in that same transaction, so the key is either committed with everything
-the request created, or not at all. Two requests racing with one key: the unique constraint
-makes the second insert wait for the first transaction, then fail, and the second answers
-the first's result.
+The key is claimed inside the view's own write transaction (the service calls
+``claim_idempotency_key()`` first thing in it), so the key is committed with everything the
+request created, or not at all, and parsing and validating a large body happen before any
+lock is taken (SQLite's write lock is held only for the writes). The answer is stored right
+after the view returns. Two requests racing with one key: the unique constraint lets one
+claim win; the other's transaction rolls back and it answers the winner's result.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import re
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -44,26 +48,81 @@ def _fingerprint(request: HttpRequest) -> str:
     return digest.hexdigest()
 
 
-def _claim(
-    scope: str, principal: str, key: str, fingerprint: str
-) -> tuple[IdempotentRequest, bool]:
-    """The stored request of this key (created False), or a new claim (created True)."""
-    now = timezone.now()
-    expired_before = now - timedelta(hours=settings.IDEMPOTENCY_KEY_RETENTION_HOURS)
-    fields = {"scope": scope, "principal": principal, "key": key}
-    # A key past its retention that housekeeping has not deleted yet counts as unused.
-    IdempotentRequest.objects.filter(**fields, created_at__lt=expired_before).delete()
+# Longest wait for a racing request's answer to be stored before answering 409.
+ANSWER_WAIT_SECONDS = 5.0
+
+
+@dataclass
+class _Pending:
+    scope: str
+    principal: str
+    key: str
+    fingerprint: str
+    claimed: bool = False
+
+
+_pending: contextvars.ContextVar[_Pending | None] = contextvars.ContextVar(
+    "idempotency_pending", default=None
+)
+
+
+class KeyTaken(Exception):
+    """Another request committed this key first; raised inside the write transaction."""
+
+
+def claim_idempotency_key() -> None:
+    """Claim the request's ``Idempotency-Key``, if it has one, in the caller's transaction.
+
+    Services call this first inside the transaction that writes the request's rows; outside
+    an ``@idempotent`` view it does nothing.
+    """
+    pending = _pending.get()
+    if pending is None or pending.claimed:
+        return
     try:
+        # A savepoint: the failed insert must not poison the caller's transaction on PostgreSQL.
         with transaction.atomic():
-            record = IdempotentRequest.objects.create(
-                **fields, fingerprint=fingerprint, status_code=0, body="", created_at=now
+            IdempotentRequest.objects.create(
+                scope=pending.scope,
+                principal=pending.principal,
+                key=pending.key,
+                fingerprint=pending.fingerprint,
+                status_code=0,
+                body="",
+                created_at=timezone.now(),
             )
-        return record, True
     except IntegrityError:
-        return IdempotentRequest.objects.get(**fields), False
+        raise KeyTaken(pending.key) from None
+    pending.claimed = True
 
 
-def _replay(record: IdempotentRequest) -> HttpResponse:
+def _stored(pending: _Pending) -> IdempotentRequest | None:
+    return IdempotentRequest.objects.filter(
+        scope=pending.scope, principal=pending.principal, key=pending.key
+    ).first()
+
+
+def _answer_stored(pending: _Pending, record: IdempotentRequest) -> HttpResponse:
+    """The answer for a key already used: replay, 422 for another request, 409 if unfinished."""
+    deadline = time.monotonic() + ANSWER_WAIT_SECONDS
+    # A racing request that won the key stores its answer a moment after its commit.
+    while record.status_code == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        record = _stored(pending) or record
+    if record.fingerprint != pending.fingerprint:
+        return json_error(
+            422,
+            f"this {HEADER} was already used for a different request",
+            {HEADER: "use a new key for a new request"},
+        )
+    if record.status_code == 0:
+        response = json_error(
+            409,
+            f"the first request with this {HEADER} has not finished answering",
+            {HEADER: "retry in a few seconds with the same key"},
+        )
+        response["Retry-After"] = "5"
+        return response
     response = HttpResponse(record.body, status=record.status_code, content_type="application/json")
     response["Idempotent-Replayed"] = "true"
     return response
@@ -72,9 +131,10 @@ def _replay(record: IdempotentRequest) -> HttpResponse:
 def idempotent(scope: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """For an authenticated write view (inside ``api_view``): honours ``Idempotency-Key``.
 
-    A successful (2xx) answer is stored with the rows the view wrote; any other answer rolls
-    the key back with the view's work, so the client may retry it with the same key. The same
-    key with a different request answers 422 and changes nothing.
+    The view's service claims the key in its write transaction (``claim_idempotency_key``);
+    the 2xx answer is stored right after. A request refused before writing leaves the key
+    unused, so the client may retry it with the same key. The same key with a different
+    request answers 422 and changes nothing.
     """
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -88,25 +148,29 @@ def idempotent(scope: str) -> Callable[[Callable[..., HttpResponse]], Callable[.
                     f"invalid {HEADER} header",
                     {HEADER: "use 1 to 255 printable ASCII characters, e.g. a UUID"},
                 )
-            fingerprint = _fingerprint(request)
-            with transaction.atomic():
-                record, created = _claim(scope, _principal(request), raw, fingerprint)
-                if not created:
-                    if record.fingerprint != fingerprint:
-                        return json_error(
-                            422,
-                            f"this {HEADER} was already used for a different request",
-                            {HEADER: "use a new key for a new request"},
-                        )
-                    return _replay(record)
+            pending = _Pending(scope, _principal(request), raw, _fingerprint(request))
+            expired_before = timezone.now() - timedelta(
+                hours=settings.IDEMPOTENCY_KEY_RETENTION_HOURS
+            )
+            # A key past its retention that housekeeping has not deleted yet counts as unused.
+            IdempotentRequest.objects.filter(
+                scope=scope, principal=pending.principal, key=raw, created_at__lt=expired_before
+            ).delete()
+            record = _stored(pending)
+            if record is not None:
+                return _answer_stored(pending, record)
+            token = _pending.set(pending)
+            try:
                 response = view(request, *args, **kwargs)
-                if 200 <= response.status_code < 300 and not response.streaming:
-                    record.status_code = response.status_code
-                    record.body = response.content.decode()
-                    record.save(update_fields=["status_code", "body"])
-                else:
-                    transaction.set_rollback(True)
-                return response
+            except KeyTaken:
+                return _answer_stored(pending, _stored(pending))
+            finally:
+                _pending.reset(token)
+            if pending.claimed and not response.streaming:
+                IdempotentRequest.objects.filter(
+                    scope=scope, principal=pending.principal, key=raw, status_code=0
+                ).update(status_code=response.status_code, body=response.content.decode())
+            return response
 
         return wrapper
 
