@@ -20,6 +20,7 @@ from django.core.exceptions import (
     SuspiciousOperation,
 )
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 
 from opsconsole.api import body_too_large, json_error
 from opsconsole.logging import job_context
@@ -108,7 +109,7 @@ class ApiErrorMiddleware:
         if isinstance(exception, RequestDataTooBig):
             error = body_too_large()
             return json_error(error.status, error.error, error.details)
-        if isinstance(exception, SuspiciousOperation | DjangoBadRequest):
+        if isinstance(exception, SuspiciousOperation | DjangoBadRequest | MultiPartParserError):
             return json_error(400, "bad request", {"request": str(exception)[:200]})
         if isinstance(exception, Http404):
             return _as_json(request, 404)
