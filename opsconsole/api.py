@@ -77,31 +77,37 @@ def _label(key: str) -> str:
     return key if key.isidentifier() and len(key) <= 40 else "<key>"
 
 
-def _unstorable(value: Any) -> str | None:
-    """Why a parsed value cannot be stored (depth, NUL, lone surrogates), with where it is.
-    Walks with an explicit stack: a recursive walk would itself hit the recursion limit."""
-    stack: list[tuple[Any, str, int]] = [(value, "body", 0)]
+def _child(where: str, step: str) -> str:
+    return f"{where}{step}" if step.startswith("[") or not where else f"{where}.{step}"
+
+
+def _unstorable(value: Any) -> tuple[str, str] | None:
+    """(where, why) of the first value that cannot be stored: too deep, a NUL character or a
+    lone surrogate; ``where`` is a field path such as ``payload.note`` or ``[2].key``. Walks
+    with an explicit stack: a recursive walk would itself hit the recursion limit."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
         item, where, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
-            return f"is nested deeper than {MAX_JSON_DEPTH} levels (at {where})"
+            return "body", f"is nested deeper than {MAX_JSON_DEPTH} levels"
         if isinstance(item, str):
             if problem := _string_problem(item):
-                return f"{problem} (at {where})"
+                return where or "body", problem
         elif isinstance(item, list):
-            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
+            stack.extend((v, _child(where, f"[{i}]"), depth + 1) for i, v in enumerate(item))
         elif isinstance(item, dict):
             for key, v in item.items():
                 if problem := _string_problem(key):
-                    return f"{problem} in a key (at {where})"
-                stack.append((v, f"{where}.{_label(key)}", depth + 1))
+                    return where or "body", f"{problem} in a key"
+                stack.append((v, _child(where, _label(key)), depth + 1))
     return None
 
 
 def parse_json_body(request: HttpRequest) -> Any:
     """The one strict JSON reader of the API: a body over the size limit is 413; invalid UTF-8
     or JSON, NaN/Infinity, huge numbers, deep nesting, NUL characters and lone surrogates are
-    400 with the reason in ``details.body``. Nothing about the body is trusted past this."""
+    400 with the reason in ``details`` under the field's path (``body`` when it has none).
+    Nothing about the body is trusted past this."""
     try:
         raw = request.body
     except RequestDataTooBig:
@@ -130,8 +136,9 @@ def parse_json_body(request: HttpRequest) -> Any:
         ) from None
     except ValueError as exc:  # JSONDecodeError and int/float conversion limits
         raise BadRequest("body is not valid JSON", {"body": str(exc)[:200]}) from None
-    if problem := _unstorable(value):
-        raise BadRequest("body is not acceptable JSON", {"body": problem})
+    if found := _unstorable(value):
+        where, problem = found
+        raise BadRequest("body is not acceptable JSON", {where: problem})
     return value
 
 

@@ -105,7 +105,9 @@ def test_hostile_json_bodies_get_a_json_400_and_write_nothing(client, write_key,
 
 def test_the_reason_names_where_the_bad_value_is(client, write_key):
     response = post_json(client, "/api/batches/", HOSTILE_BODIES["NUL in a value"], write_key)
-    assert response.json()["details"]["body"] == "contains a NUL character (at body.payload.note)"
+    assert response.json()["details"] == {"payload.note": "contains a NUL character"}
+    listed = post_json(client, "/api/backlog/", b'[{"key": "a"}, {"key": "\\ud800"}]', write_key)
+    assert listed.json()["details"] == {"[1].key": "contains a lone surrogate (invalid unicode)"}
     deep = post_json(client, "/api/backlog/", HOSTILE_BODIES["nested thousands deep"], write_key)
     assert "nested deeper than 64 levels" in deep.json()["details"]["body"]
     huge = post_json(client, "/api/backlog/", HOSTILE_BODIES["integer with 31 digits"], write_key)
