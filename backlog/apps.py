@@ -7,11 +7,20 @@ class BacklogConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from backlog import kinds  # noqa: F401 - registers the backlog check kind
+        # Imported here, not at the top: these modules use the models, which Django loads
+        # only once every app's config is created.
+        from backlog import (
+            kinds,  # noqa: F401 - registers the backlog check kind
+            pages,
+            retention,
+        )
         from backlog.services import activity, collect_metrics
-        from monitoring.activity import register_activity_source
-        from monitoring.metrics_registry import register_collector
-        from opsconsole.schedules import PeriodicJob, register_job
+        from opsconsole.registries import (
+            PeriodicJob,
+            register_activity_source,
+            register_collector,
+            register_job,
+        )
 
         register_job(
             PeriodicJob(
@@ -24,3 +33,5 @@ class BacklogConfig(AppConfig):
         )
         register_activity_source("backlog", activity)
         register_collector("backlog", collect_metrics)
+        pages.register_panels()
+        retention.register_rules()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from backlog.services import pending_count_and_oldest
 from monitoring.kinds import CheckKind, ConfigError, Observation, check_known_keys, register
 from monitoring.kinds.common import choice
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
+    from monitoring.checks.runner import ProbeContext
     from monitoring.models import Check
-    from monitoring.probing import ProbeContext
 
 # metric -> (warn, crit, unit). Processing runs every 5 minutes, so an entry pending for
 # 10 minutes has been missed by at least one run.
@@ -44,8 +45,6 @@ class BacklogKind(CheckKind):
         return METRICS.get(config.get("metric", "pending"), METRICS["pending"])[2]
 
     def observe(self, check: Check, ctx: ProbeContext) -> Observation:
-        from backlog.services import pending_count_and_oldest
-
         config = self.validate_config(check.config)
         source = config.get("source")
         pending, oldest_age = pending_count_and_oldest(source)

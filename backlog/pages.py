@@ -11,6 +11,7 @@ from backlog import services
 from backlog.models import BacklogEntry, BacklogStatus
 from opsconsole.page_access import BACKLOG_CHANGE, staff_action, staff_page
 from opsconsole.paging import keyset
+from opsconsole.registries import DashboardPanel, register_panel
 
 PER_PAGE = 50
 
@@ -64,3 +65,8 @@ def retry_failed(request: HttpRequest) -> HttpResponse:
         + (f" ({skipped} skipped: already pending or being processed)." if skipped else "."),
     )
     return redirect("backlog")
+
+
+def register_panels() -> None:
+    """The dashboard's backlog section; called from ``BacklogConfig.ready``."""
+    register_panel(DashboardPanel("backlog", "pages/panels/backlog.html", services.stats, 30))

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from batches.models import BatchItem, BatchOperation, BatchStatus
+from batches.operations import operation_names
 from opsconsole.admin_utils import LargeTableAdminMixin
 from opsconsole.page_access import BATCH_CHANGE
 from opsconsole.redaction import mask_config
@@ -42,8 +43,6 @@ class OperationFilter(admin.SimpleListFilter):
     parameter_name = "operation"
 
     def lookups(self, request, model_admin):
-        from batches.operations import operation_names
-
         return [(name, name) for name in operation_names()]
 
     def queryset(self, request, queryset):

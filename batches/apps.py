@@ -7,10 +7,17 @@ class BatchesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from batches import monitoring_hooks, operations  # noqa: F401 - registers the kind and operations
-        from monitoring.activity import register_activity_source
-        from monitoring.metrics_registry import register_collector
-        from opsconsole.schedules import PeriodicJob, register_job
+        # Imported here, not at the top: these modules use the models, which Django loads
+        # only once every app's config is created.
+        from batches import kinds, metrics, operations, pages, retention  # noqa: F401 - registers the kind and operations
+        from batches.executor import enqueue_work
+        from batches.models import on_work_queued
+        from opsconsole.registries import (
+            PeriodicJob,
+            register_activity_source,
+            register_collector,
+            register_job,
+        )
 
         register_job(
             PeriodicJob(
@@ -21,5 +28,8 @@ class BatchesConfig(AppConfig):
                 description="Release expired item leases and re-queue batches without a worker",
             )
         )
-        register_activity_source("batches", monitoring_hooks.activity)
-        register_collector("batches", monitoring_hooks.collect_metrics)
+        register_activity_source("batches", metrics.activity)
+        register_collector("batches", metrics.collect_metrics)
+        pages.register_panels()
+        retention.register_rules()
+        on_work_queued(enqueue_work)

@@ -111,6 +111,11 @@ def enqueue_batch(batch_id: uuid.UUID | str, tasks: int = 1) -> bool:
     return True
 
 
+def enqueue_work(batch_id: uuid.UUID, items: int) -> None:
+    """The models' "work queued" hook (registered in BatchesConfig.ready)."""
+    enqueue_batch(batch_id, tasks_for(items))
+
+
 # --- claiming and recording --------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ has expired, and the next delivery carries the same Idempotency-Key.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,21 @@ class ItemStatus(models.TextChoices):
 
 
 OPEN_ITEM_STATUSES = (ItemStatus.PENDING, ItemStatus.RUNNING)
+
+
+# Called as hook(batch id, items to run) once a commit leaves a batch with work to do. The
+# executor registers itself from BatchesConfig.ready, so the models never import it.
+_work_queued_hooks: list[Callable[[uuid.UUID, int], None]] = []
+
+
+def on_work_queued(hook: Callable[[uuid.UUID, int], None]) -> None:
+    if hook not in _work_queued_hooks:
+        _work_queued_hooks.append(hook)
+
+
+def _work_queued(batch_id: uuid.UUID, items: int) -> None:
+    for hook in _work_queued_hooks:
+        hook(batch_id, items)
 
 
 class BatchOperation(models.Model):
@@ -127,8 +143,6 @@ class BatchOperation(models.Model):
     def retry_failed(self, now: datetime | None = None) -> int:
         """Puts the failed items of a finished batch back to pending and runs the batch again.
         Returns how many items will be re-run (0: nothing to retry, nothing changed)."""
-        from batches.executor import enqueue_batch, tasks_for
-
         now = now or timezone.now()
         with transaction.atomic():
             locked = BatchOperation.objects.select_for_update().get(pk=self.pk)
@@ -155,7 +169,7 @@ class BatchOperation(models.Model):
                 error="",
                 heartbeat_at=now,
             )
-            transaction.on_commit(lambda: enqueue_batch(self.pk, tasks_for(count)))
+            transaction.on_commit(lambda: _work_queued(self.pk, count))
         self.refresh_from_db()
         return count
 

@@ -4,6 +4,7 @@ Views are thin: the batch model does the work (``retry_failed``, ``cancel``)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib import messages
@@ -12,9 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from batches.models import BatchOperation, BatchStatus, ItemStatus
+from batches.models import ACTIVE_STATUSES, BatchOperation, BatchStatus, ItemStatus
 from opsconsole.page_access import BATCH_CHANGE, staff_action, staff_page
 from opsconsole.paging import keyset, latest_first
+from opsconsole.registries import DashboardPanel, register_panel
 
 ITEMS_PER_PAGE = 50
 
@@ -109,3 +111,21 @@ def cancel(request: HttpRequest, batch_id: str) -> HttpResponse:
     else:
         messages.info(request, f"The batch had already finished ({batch.status}).")
     return redirect("batch-detail", batch_id=batch.pk)
+
+
+# --- the dashboard's section -------------------------------------------------------------------
+
+BATCHES_SHOWN = 10
+
+
+def batches_in_flight(now: datetime) -> dict[str, Any]:
+    in_flight = BatchOperation.objects.filter(status__in=ACTIVE_STATUSES)
+    return {
+        "batches": list(in_flight.order_by("-created_at")[:BATCHES_SHOWN]),
+        "total": in_flight.count(),
+    }
+
+
+def register_panels() -> None:
+    """Called from ``BatchesConfig.ready``."""
+    register_panel(DashboardPanel("batches", "pages/panels/batches.html", batches_in_flight, 20))

@@ -18,6 +18,7 @@ from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q,
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from batches.executor import enqueue_batch, tasks_for
 from batches.models import BatchItem, BatchOperation, BatchStatus, ItemStatus
 from batches.operations import get_operation, operation_names
 from opsconsole.idempotency import claim_idempotency_key
@@ -170,8 +171,6 @@ def create_batch(data: Any, now: datetime | None = None) -> BatchOperation:
     """Validates everything first, then writes the batch and its items in one transaction and
     queues it once committed. If the broker is down the batch stays pending and recovery
     queues it later."""
-    from batches.executor import enqueue_batch, tasks_for
-
     operation_name, creator, keys, payload = validate_batch(data)
     now = now or timezone.now()
     with transaction.atomic():

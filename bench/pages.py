@@ -74,8 +74,7 @@ def load(args: argparse.Namespace) -> int:
     from django.utils import timezone
 
     from batches.models import BatchItem, BatchOperation
-    from monitoring.alert_models import Alert
-    from monitoring.models import Check, CheckRun
+    from monitoring.models import Alert, Check, CheckRun
 
     statuses = ["ok"] * 16 + ["warning", "critical", "unknown", "ok"]
     Check.objects.bulk_create(

@@ -61,8 +61,8 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
+    from monitoring.checks.runner import run_checks
     from monitoring.models import Check, CheckRun
-    from monitoring.probing import run_checks
 
     call_command("migrate", verbosity=0)
     server = subprocess.Popen(

@@ -19,18 +19,15 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 from django_q.models import Task
 
-from backlog.models import BacklogEntry
-from batches.models import BatchOperation
-from monitoring.alert_models import Alert
-from monitoring.models import Check, CheckRun, Report
+from opsconsole.logging import job_context
 from opsconsole.models import IdempotentRequest
+from opsconsole.registries import RetentionRule, register_retention_rule, retention_rules
 
 logger = logging.getLogger(__name__)
 
 TARGET_SECONDS = 0.25
 FIRST_CHUNK = 1000
 MIN_CHUNK = 50
-FINISHED_BATCH_STATUSES = ("completed", "completed_with_errors", "failed", "cancelled")
 
 
 @dataclass
@@ -123,52 +120,19 @@ def _cascading_children(model: type[models.Model]) -> list[tuple[type[models.Mod
 
 
 # --- rules -------------------------------------------------------------------------------------
+# Each app registers the rules for the data it owns (opsconsole.registries); this module has
+# the deleter and the rules of the plumbing's own tables (django-q2 results, idempotency keys).
 
 
-def _check_runs(now: datetime, deleter: ChunkedDeleter, result: RuleResult) -> None:
-    cutoff = now - timedelta(days=settings.CHECKRUN_RETENTION_DAYS)
-    keep_last = settings.CHECKRUN_KEEP_LAST
-    for check_id in Check.objects.order_by("id").values_list("id", flat=True):
-        runs = CheckRun.objects.filter(check_obj_id=check_id)
-        old = runs.filter(created_at__lt=cutoff, status_changed=False)
-        if keep_last:
-            # The newest ``keep_last`` runs stay whatever their age: the boundary is the
-            # keep_last-th newest run by (created_at, id), read from checkrun_check_latest_idx.
-            boundary = runs.order_by("-created_at", "-id").values_list("created_at", "id")[
-                keep_last - 1 : keep_last
-            ]
-            boundary = list(boundary)
-            if not boundary:
-                continue
-            at, run_id = boundary[0]
-            old = old.filter(models.Q(created_at__lt=at) | models.Q(created_at=at, id__lt=run_id))
-        deleter.delete(old, result)
+def older_than(
+    name: str, keeps: Callable[[], str], build: Callable[[datetime], models.QuerySet]
+) -> RetentionRule:
+    """A rule that deletes every row of ``build(now)``; ``keeps`` describes it (from settings)."""
 
-
-def _simple(
-    build: Callable[[datetime], models.QuerySet],
-) -> Callable[[datetime, ChunkedDeleter, RuleResult], None]:
     def run(now: datetime, deleter: ChunkedDeleter, result: RuleResult) -> None:
         deleter.delete(build(now), result)
 
-    return run
-
-
-def _resolved_alerts(now: datetime) -> models.QuerySet:
-    cutoff = now - timedelta(days=settings.RESOLVED_ALERT_RETENTION_DAYS)
-    return Alert._base_manager.filter(status="resolved", resolved_at__lt=cutoff)
-
-
-def _processed_backlog(now: datetime) -> models.QuerySet:
-    cutoff = now - timedelta(days=settings.BACKLOG_PROCESSED_RETENTION_DAYS)
-    return BacklogEntry._base_manager.filter(status="processed", processed_at__lt=cutoff)
-
-
-def _finished_batches(now: datetime) -> models.QuerySet:
-    cutoff = now - timedelta(days=settings.BATCH_RETENTION_DAYS)
-    return BatchOperation._base_manager.filter(
-        status__in=FINISHED_BATCH_STATUSES, finished_at__lt=cutoff
-    )
+    return RetentionRule(name, keeps, run)
 
 
 def _queue_successes(now: datetime) -> models.QuerySet:
@@ -181,62 +145,40 @@ def _queue_failures(now: datetime) -> models.QuerySet:
     return Task._base_manager.filter(success=False, stopped__lt=cutoff)
 
 
-def _reports(now: datetime) -> models.QuerySet:
-    cutoff = now - timedelta(days=settings.REPORT_RETENTION_DAYS)
-    return Report._base_manager.filter(created_at__lt=cutoff)
-
-
 def _idempotency_keys(now: datetime) -> models.QuerySet:
     cutoff = now - timedelta(hours=settings.IDEMPOTENCY_KEY_RETENTION_HOURS)
     return IdempotentRequest.objects.filter(created_at__lt=cutoff)
 
 
-def rules() -> list[tuple[str, str, Callable[[datetime, ChunkedDeleter, RuleResult], None]]]:
-    """(name, what the rule keeps, function), read from settings each time."""
-    s = settings
-    return [
-        (
-            "check runs",
-            f"older than {s.CHECKRUN_RETENTION_DAYS} days, keeping the last "
-            f"{s.CHECKRUN_KEEP_LAST} and every status change per check",
-            _check_runs,
-        ),
-        (
-            "resolved alerts",
-            f"resolved more than {s.RESOLVED_ALERT_RETENTION_DAYS} days ago, with their timeline",
-            _simple(_resolved_alerts),
-        ),
-        (
-            "processed backlog entries",
-            f"processed more than {s.BACKLOG_PROCESSED_RETENTION_DAYS} days ago",
-            _simple(_processed_backlog),
-        ),
-        (
-            "finished batches",
-            f"finished more than {s.BATCH_RETENTION_DAYS} days ago, with their items",
-            _simple(_finished_batches),
-        ),
-        (
+def register_rules() -> None:
+    """The plumbing's own rules; called from ``OpsConsoleConfig.ready``."""
+    register_retention_rule(
+        older_than(
             "queue successes",
-            f"django-q2 successful tasks older than {s.QUEUE_SUCCESS_RETENTION_HOURS} h",
-            _simple(_queue_successes),
-        ),
-        (
+            lambda: (
+                f"django-q2 successful tasks older than {settings.QUEUE_SUCCESS_RETENTION_HOURS} h"
+            ),
+            _queue_successes,
+        )
+    )
+    register_retention_rule(
+        older_than(
             "queue failures",
-            f"django-q2 failed tasks older than {s.QUEUE_FAILURE_RETENTION_DAYS} days",
-            _simple(_queue_failures),
-        ),
-        (
-            "reports",
-            f"health reports older than {s.REPORT_RETENTION_DAYS} days",
-            _simple(_reports),
-        ),
-        (
+            lambda: (
+                f"django-q2 failed tasks older than {settings.QUEUE_FAILURE_RETENTION_DAYS} days"
+            ),
+            _queue_failures,
+        )
+    )
+    register_retention_rule(
+        older_than(
             "idempotency keys",
-            f"Idempotency-Key answers older than {s.IDEMPOTENCY_KEY_RETENTION_HOURS} h",
-            _simple(_idempotency_keys),
-        ),
-    ]
+            lambda: (
+                f"Idempotency-Key answers older than {settings.IDEMPOTENCY_KEY_RETENTION_HOURS} h"
+            ),
+            _idempotency_keys,
+        )
+    )
 
 
 def run_housekeeping(
@@ -248,9 +190,9 @@ def run_housekeeping(
     now = now or timezone.now()
     outcome = HousekeepingResult(dry_run=dry_run)
     deleter = ChunkedDeleter(dry_run)
-    for name, description, rule in rules():
-        result = RuleResult(name, description)
-        rule(now, deleter, result)
+    for rule in retention_rules():
+        result = RuleResult(rule.name, rule.keeps())
+        rule.run(now, deleter, result)
         outcome.results.append(result)
         if progress:
             progress(result)
@@ -259,8 +201,6 @@ def run_housekeeping(
 
 def scheduled_housekeeping() -> int:
     """The daily job; returns how many rows it removed."""
-    from opsconsole.logging import job_context
-
     with job_context(job_name="housekeeping"):
         outcome = run_housekeeping()
         for r in outcome.results:

@@ -39,7 +39,7 @@ def make_runs(n: int) -> None:
 
 
 def make_alert_events(n: int) -> None:
-    from monitoring.alert_models import Alert, AlertEvent
+    from monitoring.models import Alert, AlertEvent
 
     alerts = [
         Alert.objects.create(dedup_key=f"k{time_ns()}-{i}", title=f"a{i}", severity="warning")

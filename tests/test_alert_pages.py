@@ -10,11 +10,10 @@ import time_machine
 from django.core import signing
 from django.test import Client
 
-from monitoring.alert_models import Alert, AlertEvent, AlertSeverity
-from monitoring.alerting.lifecycle import raise_alert
-from monitoring.alerting.tokens import SALT, make_token
+from monitoring.alerts.lifecycle import raise_alert
+from monitoring.alerts.tokens import SALT, make_token
 from monitoring.kinds import Observation
-from monitoring.models import Check
+from monitoring.models import Alert, AlertEvent, AlertSeverity, Check
 from tests.conftest import screenshot
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -12,20 +12,20 @@ import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from monitoring.alert_models import (
+from monitoring.alerts.escalation import escalate_pass
+from monitoring.alerts.lifecycle import raise_alert
+from monitoring.kinds import Observation
+from monitoring.models import (
     Alert,
     AlertEvent,
     AlertSeverity,
     AlertStatus,
+    Check,
     EscalationPolicy,
     MaintenanceWindow,
     Notification,
     NotificationChannel,
 )
-from monitoring.alerting.escalation import escalate_pass
-from monitoring.alerting.lifecycle import raise_alert
-from monitoring.kinds import Observation
-from monitoring.models import Check
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -229,7 +229,7 @@ def test_api_lists_alerts_by_status_and_acknowledges_with_a_write_key(client, ap
 
 
 def test_metric_collectors_report_open_alerts_notifications_and_time_to_acknowledge(http_server):
-    from monitoring.metrics_registry import collectors
+    from opsconsole.registries import collectors
 
     receiver = http_server()
     webhook_channel(receiver.url)
@@ -266,7 +266,7 @@ def test_metric_collectors_report_open_alerts_notifications_and_time_to_acknowle
 
 
 def test_activity_source_counts_opened_and_resolved_alerts():
-    from monitoring.activity import activity_sources
+    from opsconsole.registries import activity_sources
 
     check = make_check()
     with time_machine.travel(T0, tick=False):

@@ -129,7 +129,7 @@ def test_setup_schedules_is_idempotent(capsys):
     call_command("setup_schedules")
     assert Schedule.objects.filter(name="run-due-checks").count() == 1
     schedule = Schedule.objects.get(name="run-due-checks")
-    assert schedule.func == "monitoring.probing.run_due_checks" and schedule.minutes == 1
+    assert schedule.func == "monitoring.checks.runner.run_due_checks" and schedule.minutes == 1
     assert "unchanged run-due-checks" in capsys.readouterr().out
     Schedule.objects.create(
         name="run-due-checks", func="x", schedule_type=Schedule.MINUTES, minutes=5

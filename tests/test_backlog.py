@@ -346,9 +346,9 @@ def test_api_stats_with_read_key(client, api_key_factory):
 
 
 def test_backlog_check_warns_on_pending_count_and_oldest_age():
+    from monitoring.checks.runner import ProbeContext
     from monitoring.kinds import Observation  # noqa: F401
     from monitoring.models import Check, CheckStatus
-    from monitoring.probing import ProbeContext
 
     count_check = Check.objects.create(
         name="backlog-size", kind="backlog", config={"metric": "pending"}, warn=1, crit=10
@@ -383,7 +383,7 @@ def test_backlog_check_config_is_validated():
 def test_metric_collector_reports_entries_by_source_and_status():
     from django.utils import timezone
 
-    from monitoring.metrics_registry import collectors
+    from opsconsole.registries import collectors
 
     services.enqueue("users", "1")
     services.enqueue("users", "2")
@@ -394,7 +394,7 @@ def test_metric_collector_reports_entries_by_source_and_status():
 
 
 def test_processing_is_a_five_minute_job_with_a_command():
-    from opsconsole.schedules import periodic_jobs
+    from opsconsole.registries import periodic_jobs
 
     [job] = [job for job in periodic_jobs() if job.func == "backlog.services.process_scheduled"]
     assert job.minutes == 5 and job.command == "backlog process"

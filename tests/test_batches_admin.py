@@ -180,7 +180,7 @@ def test_cli_help_and_exit_code_in_a_real_process(subprocess_env):
 
 
 def test_metrics_are_computed_from_the_database(db):
-    from monitoring.metrics_registry import collectors
+    from opsconsole.registries import collectors
 
     finished_batch(seconds=7)
     finished_batch(seconds=45, bad=0)
@@ -221,7 +221,7 @@ def test_metrics_are_computed_from_the_database(db):
 
 
 def test_activity_counts_items_and_batches_finished_in_the_window(db):
-    from monitoring.activity import activity_sources
+    from opsconsole.registries import activity_sources
 
     finished_batch(ok=3, bad=2)
     now = timezone.now()
@@ -267,7 +267,7 @@ def test_check_kind_reports_pending_stuck_and_failure_rate(db):
 
 
 def test_recovery_job_is_registered_with_its_command():
-    from opsconsole.schedules import periodic_jobs
+    from opsconsole.registries import periodic_jobs
 
     job = {j.name: j for j in periodic_jobs()}["batches-recover"]
     assert (

@@ -11,9 +11,8 @@ from django.utils import timezone
 
 from backlog.models import BacklogEntry
 from batches.models import BatchItem, BatchOperation
-from monitoring.alert_models import Alert
 from monitoring.kinds import Observation
-from monitoring.models import Check, CheckRun, Report
+from monitoring.models import Alert, Check, CheckRun, Report
 from opsconsole.csp import POLICY
 from tests.conftest import screenshot
 

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from monitoring.baseline import compare
-from monitoring.checkfile import CheckFileError, validate_document
+from monitoring.checks.baseline import compare
+from monitoring.checks.checkfile import CheckFileError, validate_document
+from monitoring.checks.runner import run_checks
 from monitoring.kinds import ConfigError, get_kind
 from monitoring.models import Check, CheckRun
-from monitoring.probing import run_checks
 from tests.conftest import on_postgres
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -306,8 +306,8 @@ def test_baseline_adds_to_the_threshold_verdict():
 def test_demo_file_data_checks_run_against_the_consoles_own_tables(source, settings):
     import yaml
 
-    from monitoring.checkfile import apply_document
-    from opsconsole.management.commands.bootstrap import DEMO_FILE
+    from monitoring.checks.checkfile import apply_document
+    from monitoring.management.commands.bootstrap import DEMO_FILE
 
     document = yaml.safe_load(DEMO_FILE.read_text().replace("{site_url}", settings.SITE_URL))
     apply_document(validate_document(document))

@@ -14,9 +14,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from backlog import services
-from monitoring import activity
 from monitoring.kinds import Observation
 from monitoring.models import Check
+from monitoring.observability import activity
+from opsconsole import registries
 from tests.conftest import manage, reply
 
 pytestmark = pytest.mark.django_db
@@ -126,13 +127,13 @@ def test_command_refuses_a_bad_window():
 
 def test_view_shows_every_registered_section_and_survives_a_broken_one(monkeypatch):
     monkeypatch.setitem(
-        activity._sources, "alerts", lambda since, until: {"opened": 2, "resolved": 1}
+        registries._activity_sources, "alerts", lambda since, until: {"opened": 2, "resolved": 1}
     )
 
     def broken(since, until):
         raise RuntimeError("table missing")
 
-    monkeypatch.setitem(activity._sources, "zbroken", broken)
+    monkeypatch.setitem(registries._activity_sources, "zbroken", broken)
     line = delta("--compact")
     assert "alerts opened=2 resolved=1" in line
     assert "zbroken error=RuntimeError: table missing" in line

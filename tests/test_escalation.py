@@ -14,19 +14,19 @@ import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from monitoring.alert_models import (
+from monitoring.alerts.escalation import escalate_pass
+from monitoring.alerts.lifecycle import raise_alert
+from monitoring.kinds import Observation
+from monitoring.models import (
     Alert,
     AlertEvent,
     AlertSeverity,
+    Check,
     EscalationPolicy,
     EscalationStep,
     Notification,
     NotificationChannel,
 )
-from monitoring.alerting.escalation import escalate_pass
-from monitoring.alerting.lifecycle import raise_alert
-from monitoring.kinds import Observation
-from monitoring.models import Check
 from tests.conftest import closed_port, manage, reply
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -326,8 +326,8 @@ def test_two_escalate_processes_send_every_due_step_exactly_once(http_server, su
 
 @pytest.mark.django_db
 def test_scheduled_task_runs_one_pass_and_is_registered_with_its_command(http_server):
-    from monitoring.alerting.escalation import run_escalate
-    from opsconsole.schedules import periodic_jobs
+    from monitoring.alerts.escalation import run_escalate
+    from opsconsole.registries import periodic_jobs
 
     receiver = http_server()
     NotificationChannel.objects.create(name="hook", kind="webhook", url=receiver.url)
@@ -335,7 +335,7 @@ def test_scheduled_task_runs_one_pass_and_is_registered_with_its_command(http_se
     assert run_escalate().startswith("1 notifications due, 1 messages: 1 delivered")
     (job,) = [j for j in periodic_jobs() if j.name == "escalate"]
     assert (job.func, job.minutes, job.command) == (
-        "monitoring.alerting.escalation.run_escalate",
+        "monitoring.alerts.escalation.run_escalate",
         1,
         "escalate",
     )

@@ -25,9 +25,8 @@ from hypothesis import strategies as st
 
 from backlog.models import BacklogEntry
 from batches.models import BatchItem, BatchOperation
-from monitoring.alert_models import Alert
 from monitoring.kinds import get_kind
-from monitoring.models import Check, CheckRun
+from monitoring.models import Alert, Check, CheckRun
 from opsconsole.models import ApiKey
 
 pytestmark = pytest.mark.django_db

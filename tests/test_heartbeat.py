@@ -10,7 +10,7 @@ import time_machine
 from django.conf import settings
 from django.core.management import call_command
 
-from monitoring.checkfile import CheckFileError, validate_document
+from monitoring.checks.checkfile import CheckFileError, validate_document
 from monitoring.kinds import get_kind
 from monitoring.models import Check, CheckRun
 

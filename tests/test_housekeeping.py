@@ -13,8 +13,7 @@ from django_q.models import Task
 
 from backlog.models import BacklogEntry
 from batches.models import BatchItem, BatchOperation
-from monitoring.alert_models import Alert, AlertEvent
-from monitoring.models import Check, CheckRun, Report
+from monitoring.models import Alert, AlertEvent, Check, CheckRun, Report
 from opsconsole import housekeeping
 
 pytestmark = pytest.mark.django_db
@@ -187,7 +186,7 @@ def test_deletes_run_in_chunks(seeded, monkeypatch):
 
 
 def test_housekeeping_is_scheduled_daily_and_the_report_every_30_minutes():
-    from opsconsole.schedules import periodic_jobs
+    from opsconsole.registries import periodic_jobs
 
     jobs = {job.name: job for job in periodic_jobs()}
     assert jobs["housekeeping"].minutes == 1440 and jobs["housekeeping"].command == "housekeeping"

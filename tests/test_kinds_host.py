@@ -11,8 +11,8 @@ import uuid
 import psutil
 import pytest
 
+from monitoring.checks.runner import run_checks
 from monitoring.models import Check, CheckStatus
-from monitoring.probing import run_checks
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from monitoring.checks.runner import run_checks
 from monitoring.models import Check, CheckStatus
-from monitoring.probing import run_checks
 from tests.conftest import closed_port, reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

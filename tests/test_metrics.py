@@ -116,17 +116,17 @@ def test_metrics_token_protects_the_endpoint(client):
 
 
 def test_a_failing_collector_is_reported_and_the_rest_still_served(client):
-    from monitoring import metrics_registry
+    from opsconsole import registries
 
     def broken(now):
         raise RuntimeError("boom")
 
-    metrics_registry.register_collector("zz-broken", broken)
+    registries.register_collector("zz-broken", broken)
     try:
         make_check("api-health", "ok")
         body = client.get("/metrics").content.decode()
     finally:
-        metrics_registry._collectors.pop("zz-broken", None)
+        registries.unregister_collector("zz-broken")
     assert 'opsconsole_collector_errors{collector="zz-broken"} 1.0' in body
     assert 'opsconsole_check_status{check="api-health"' in body
 

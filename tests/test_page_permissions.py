@@ -13,9 +13,8 @@ from django.test import Client
 from backlog.models import BacklogEntry, BacklogStatus
 from batches.models import BatchOperation, BatchStatus, ItemStatus
 from batches.services import create_batch
-from monitoring.alert_models import Alert, MaintenanceWindow
 from monitoring.kinds import Observation
-from monitoring.models import Check, CheckRun
+from monitoring.models import Alert, Check, CheckRun, MaintenanceWindow
 
 VIEW_ALL = [
     "monitoring.view_alert",
@@ -84,7 +83,7 @@ def actions(world: World) -> list[tuple[str, dict]]:
         (f"/alerts/{alert}/resolve/", {"message": "fixed"}),
         (f"/alerts/{alert}/snooze/", {"duration": "1h"}),
         (f"/alerts/{alert}/note/", {"text": "restarted the pod"}),
-        (f"/dashboard/alerts/{alert}/acknowledge/", {}),
+        (f"/alerts/{alert}/acknowledge/", {"next": "/"}),  # the dashboard's button
         (f"/checks/{check}/run/", {}),
         (f"/checks/{check}/mute/", {}),
         (f"/batches/{world.running.pk}/cancel/", {}),

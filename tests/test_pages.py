@@ -143,7 +143,7 @@ def test_run_now_probes_the_check_and_records_a_run(staff_client, http_server):
 
 
 def test_mute_opens_a_maintenance_window_for_the_check(staff_client, hostile_check):
-    from monitoring.alert_models import MaintenanceWindow
+    from monitoring.models import MaintenanceWindow
 
     staff_client.post(f"/checks/{hostile_check.pk}/mute/")
     window = MaintenanceWindow.objects.get(check_obj=hostile_check)

@@ -55,7 +55,7 @@ def hostile_check(name: str = "api-health", url: str = "http://127.0.0.1:9/") ->
 
 
 def test_dashboard_refreshes_in_place_and_keeps_hostile_data_inert(logged_in_page):
-    from monitoring.alert_models import Alert
+    from monitoring.models import Alert
 
     page = logged_in_page
     dialogs = watch_for_scripts(page)

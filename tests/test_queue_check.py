@@ -18,10 +18,10 @@ from django_q.brokers import get_broker
 from django_q.models import Task
 from django_q.tasks import async_task
 
+from monitoring.checks.runner import run_checks
 from monitoring.kinds import get_kind
 from monitoring.kinds.queue import clusters_alive
 from monitoring.models import Check, CheckRun
-from monitoring.probing import run_checks
 from tests.conftest import manage
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,9 +11,9 @@ import time_machine
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from monitoring.checks.runner import run_checks
 from monitoring.kinds import Observation
 from monitoring.models import Check, CheckRun, CheckStatus
-from monitoring.probing import run_checks
 from tests.conftest import closed_port, manage, reply
 
 pytestmark = pytest.mark.django_db

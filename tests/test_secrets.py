@@ -17,16 +17,16 @@ from backlog.models import BacklogEntry
 from batches.executor import run_batch
 from batches.models import BatchOperation
 from batches.services import create_batch
-from monitoring.alert_models import (
+from monitoring.alerts.escalation import escalate_pass
+from monitoring.checks.runner import run_checks
+from monitoring.models import (
     Alert,
+    Check,
     EscalationPolicy,
     EscalationStep,
     Notification,
     NotificationChannel,
 )
-from monitoring.alerting.escalation import escalate_pass
-from monitoring.models import Check
-from monitoring.probing import run_checks
 from opsconsole.logging import JsonFormatter
 from opsconsole.redaction import (
     mask_config,

@@ -173,7 +173,7 @@ def test_runchecks_keeps_working_with_redis_stopped_and_the_redis_check_goes_cri
         manage(
             "shell",
             "-c",
-            "from opsconsole.status import status_components as s; import json; "
+            "from monitoring.web.status import status_components as s; import json; "
             "print(json.dumps({k: v['state'] for k, v in s().items()}))",
         ),
         env=env,

@@ -1,6 +1,6 @@
 """Kinds that watch data and jobs (freshness, sql_value, queue, heartbeat).
 
-SQL-based kinds run their query through the read-only executor (``monitoring.sqlconn``), where
+SQL-based kinds run their query through the read-only executor (``monitoring.checks.sql``), where
 the database enforces one read-only statement under timeouts. The text screen here only gives
 an early, friendly message when a check is loaded; it is not what keeps a query from writing.
 """
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from monitoring.checks.sql import SqlTargetError, SqlTimeout, fetch_one, target_vendor
 from monitoring.kinds import (
     CheckKind,
     ConfigError,
@@ -22,12 +23,11 @@ from monitoring.kinds import (
     require_str,
 )
 from monitoring.kinds.common import accept_database_key, duration, validate_database_target
-from monitoring.sqlconn import SqlTargetError, SqlTimeout, fetch_one, target_vendor
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
+    from monitoring.checks.runner import ProbeContext
     from monitoring.models import Check
-    from monitoring.probing import ProbeContext
 
 DEFAULT_STATEMENT_TIMEOUT = 5.0
 
@@ -375,7 +375,3 @@ class SqlValueKind(CheckKind):
         shown = f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
         label = f"rows in {config['table']}" if "table" in config else "value"
         return Observation(value=value, message=f"{label} {shown}{self.unit_for(config)}")
-
-
-# The queue and heartbeat kinds live in their own modules; importing them registers them.
-from monitoring.kinds import heartbeat, queue  # noqa: E402, F401

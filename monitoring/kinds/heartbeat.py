@@ -1,6 +1,6 @@
 """The ``heartbeat`` kind: jobs report in by pinging ``/ping/<uuid>``; silence is the alarm.
 
-Pings arrive through ``monitoring.heartbeat`` and each is recorded as a run. ``runchecks`` calls
+Pings arrive through ``monitoring.web.ping`` and each is recorded as a run. ``runchecks`` calls
 ``observe`` on its own interval to notice a job that stopped pinging: lateness needs no ping.
 What a ping must leave for ``observe`` (last ping time, a pending start, the last verdict) is
 kept in ``Check.state``.
@@ -15,11 +15,12 @@ from django.utils import timezone
 
 from monitoring.kinds import CheckKind, ConfigError, Observation, check_known_keys, register
 from monitoring.kinds.common import duration
+from monitoring.models import Check as CheckModel
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
+    from monitoring.checks.runner import ProbeContext
     from monitoring.models import Check
-    from monitoring.probing import ProbeContext
 
 DEFAULT_PERIOD = 86400.0
 DEFAULT_GRACE = 3600.0
@@ -135,8 +136,6 @@ class HeartbeatKind(CheckKind):
 
     # --- runchecks looks at the clock ---------------------------------------------------------
     def observe(self, check: Check, ctx: ProbeContext) -> Observation:
-        from monitoring.models import Check as CheckModel
-
         # Read the state afresh: a ping may have landed since the runner loaded this check.
         state = CheckModel.objects.filter(pk=check.pk).values_list("state", flat=True).first() or {}
         return self.lateness(check, state, timezone.now())

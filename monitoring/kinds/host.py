@@ -13,8 +13,8 @@ from monitoring.kinds import CheckKind, ConfigError, Observation, check_known_ke
 from monitoring.kinds.common import choice, positive_number
 
 if TYPE_CHECKING:
+    from monitoring.checks.runner import ProbeContext
     from monitoring.models import Check
-    from monitoring.probing import ProbeContext
 
 MB = 1024 * 1024
 

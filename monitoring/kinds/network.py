@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import httpx
 from django.conf import settings
 
+from monitoring.checks.sql import SqlTargetError, fetch_one
 from monitoring.kinds import (
     CheckKind,
     ConfigError,
@@ -19,11 +20,10 @@ from monitoring.kinds import (
     require_str,
 )
 from monitoring.kinds.common import accept_database_key, choice, validate_database_target
-from monitoring.sqlconn import SqlTargetError, fetch_one
 
 if TYPE_CHECKING:
+    from monitoring.checks.runner import ProbeContext
     from monitoring.models import Check
-    from monitoring.probing import ProbeContext
 
 _HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 

@@ -16,13 +16,14 @@ from django.utils import timezone
 
 from monitoring.kinds import CheckKind, ConfigError, Observation, check_known_keys, register
 from monitoring.kinds.common import duration
-from opsconsole.env import format_duration
+from monitoring.models import worst
+from opsconsole.env import format_duration, parse_database_url
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from monitoring.checks.runner import ProbeContext
     from monitoring.models import Check
-    from monitoring.probing import ProbeContext
 
 # Defaults from the operations documents: failures 1-5 warning, more critical; error rate
 # 5-10 % warning, more critical; a task waiting over 10 minutes is a warning.
@@ -76,7 +77,6 @@ def _same_database(environ: dict[str, str]) -> bool:
             return False
         data_dir = Path(environ.get("DATA_DIR") or Path(settings.BASE_DIR) / "data").resolve()
         return Path(ours["NAME"]).resolve() == data_dir / "opsconsole.sqlite3"
-    from opsconsole.env import parse_database_url
 
     try:
         theirs = parse_database_url(url)
@@ -170,8 +170,6 @@ class QueueKind(CheckKind):
     def observe(self, check: Check, ctx: ProbeContext) -> Observation:
         from django_q.brokers import get_broker
         from django_q.models import Task
-
-        from monitoring.models import worst
 
         config = {**QUEUE_DEFAULTS, **check.config}
         now = timezone.now()

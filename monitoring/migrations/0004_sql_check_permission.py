@@ -4,14 +4,18 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitoring', '0003_default_escalation_policy'),
+        ("monitoring", "0003_default_escalation_policy"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='check',
-            options={'ordering': ['component', 'name'], 'permissions': [('author_sql_checks', 'Can author SQL checks (queries and database DSNs)')]},
+            name="check",
+            options={
+                "ordering": ["component", "name"],
+                "permissions": [
+                    ("author_sql_checks", "Can author SQL checks (queries and database DSNs)")
+                ],
+            },
         ),
     ]

@@ -1,7 +1,7 @@
 """The monitoring collector: checks, the job queue and Redis, read from their sources.
 
 Alert, backlog and batch families are registered by their own areas in
-``monitoring.metrics_registry``.
+``opsconsole.registries``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
-from monitoring.observability.sources import read_queue, read_redis, read_scheduler
+from monitoring.models import Check
+from monitoring.observability.readings import read_queue, read_redis, read_scheduler
 
 # opsconsole_check_status values; paused checks report as unknown (they are not measured).
 STATUS_VALUES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3, "paused": 3}
 
 
 def check_metrics(now: datetime) -> Iterable[Any]:
-    from monitoring.models import Check
-
     status = GaugeMetricFamily(
         "opsconsole_check_status",
         "Current check status: 0 ok, 1 warning, 2 critical, 3 unknown or paused",

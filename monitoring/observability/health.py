@@ -8,7 +8,9 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from monitoring.observability.sources import read_queue, read_redis, read_scheduler
+from monitoring.models import Check, CheckStatus
+from monitoring.observability.readings import read_queue, read_redis, read_scheduler
+from monitoring.observability.stalled import describe
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 LEVEL_RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
@@ -33,8 +35,6 @@ def _graded(value: float, warn_at: float, crit_above: float) -> str:
 
 
 def findings(now: datetime | None = None) -> list[Finding]:
-    from monitoring.models import Check, CheckStatus
-
     now = now or timezone.now()
     result: list[Finding] = []
     queue = read_queue(now)
@@ -164,8 +164,6 @@ def findings(now: datetime | None = None) -> list[Finding]:
 
     scheduler = read_scheduler(now)
     if scheduler.stalled:
-        from monitoring.observability.stalled import describe
-
         result.append(
             Finding(
                 CRITICAL,

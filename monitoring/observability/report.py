@@ -11,9 +11,17 @@ from typing import Any
 import psutil
 from django.utils import timezone
 
-from monitoring.alert_models import ACTIVE_STATUSES, Alert
-from monitoring.models import SEVERITY_RANK, Check, CheckStatus, Report, worst
-from monitoring.observability.sources import read_database, read_queue, read_redis
+from monitoring.models import (
+    ACTIVE_STATUSES,
+    SEVERITY_RANK,
+    Alert,
+    Check,
+    CheckStatus,
+    Report,
+    worst,
+)
+from monitoring.observability.readings import read_database, read_queue, read_redis
+from opsconsole.logging import job_context
 
 logger = logging.getLogger(__name__)
 
@@ -276,8 +284,6 @@ def email_report(report: Report) -> int:
 def scheduled_report() -> int:
     """The 30-minute job: save a report (and mail it when OPSREPORT_EMAIL is on)."""
     from django.conf import settings
-
-    from opsconsole.logging import job_context
 
     with job_context(job_name="opsreport"):
         report = build_report()

@@ -23,7 +23,7 @@ from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from monitoring.metrics_registry import collectors
+from opsconsole.registries import collectors
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from monitoring.alert_models import Alert
-from monitoring.alerting.lifecycle import raise_alert, resolve_alert
-from monitoring.observability.sources import SchedulerReading, read_scheduler
+from monitoring.alerts.lifecycle import raise_alert, resolve_alert
+from monitoring.models import Alert
+from monitoring.observability.readings import SchedulerReading, read_scheduler
 from opsconsole.env import format_duration
 
 logger = logging.getLogger("opsconsole.monitoring_stalled")

@@ -63,21 +63,6 @@ def percent(part: Any, whole: Any) -> float:
         return 0.0
 
 
-@register.inclusion_tag("pages/_overall_state.html", takes_context=True)
-def overall_state(context: template.Context) -> dict[str, Any]:
-    """The state badge shown in the header of every staff page."""
-    request = context.get("request")
-    user = getattr(request, "user", None)
-    if not (user and user.is_authenticated and user.is_staff):
-        return {"state": None}
-    state = context.get("overall")
-    if state is None:
-        from opsconsole.dashboard import overall_state as compute
-
-        state = compute()
-    return {"state": state}
-
-
 @register.inclusion_tag("pages/_progress_bar.html")
 def progress_bar(batch: Any, large: bool = False) -> dict[str, Any]:
     """A batch's succeeded and failed shares as two SVG bars: widths are attributes, not inline

@@ -9,8 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
-from monitoring.activity import collect_activity
-from monitoring.activity_api import parse_window
+from monitoring.observability.activity import collect_activity, parse_window
 from opsconsole.env import format_duration
 
 

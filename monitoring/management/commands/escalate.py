@@ -6,7 +6,7 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from monitoring.alerting.escalation import escalate_pass
+from monitoring.alerts.escalation import escalate_pass
 from monitoring.observability.stalled import check_monitoring_stalled
 from opsconsole.logging import job_context
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from monitoring.checkfile import CheckFileError, load_check_file
+from monitoring.checks.checkfile import CheckFileError, load_check_file
 
 
 class Command(BaseCommand):

@@ -6,9 +6,9 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from monitoring.checks.runner import run_checks
 from monitoring.models import SEVERITY_RANK, Check, CheckStatus
 from monitoring.observability.stalled import check_monitoring_stalled
-from monitoring.probing import run_checks
 from opsconsole.logging import job_context
 
 _COLOURS = {"ok": "\033[32m", "warning": "\033[33m", "critical": "\033[31m", "unknown": "\033[90m"}

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 from django_q.models import Schedule
 
-from opsconsole.schedules import periodic_jobs
+from opsconsole.registries import periodic_jobs
 
 
 class Command(BaseCommand):

@@ -1,0 +1,5 @@
+"""The monitoring app's admin: checks and runs; alerts, channels, escalation, maintenance."""
+
+from monitoring.admin import alerts, checks
+
+__all__ = ["alerts", "checks"]

@@ -1,0 +1,178 @@
+"""Admin for alerts, their timeline, channels, the escalation policy and maintenance windows."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+
+from monitoring.models import (
+    Alert,
+    AlertEvent,
+    EscalationPolicy,
+    EscalationStep,
+    MaintenanceWindow,
+    Notification,
+    NotificationChannel,
+)
+from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.redaction import MASK
+
+
+class AlertEventInline(admin.TabularInline):
+    model = AlertEvent
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "kind", "actor", "channel", "outcome", "message")
+    readonly_fields = fields
+    ordering = ("-created_at", "-id")
+    max_num = 0
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "title",
+        "severity",
+        "status",
+        "component",
+        "occurrences",
+        "opened_at",
+        "acknowledged_by",
+        "resolved_at",
+    )
+    list_filter = ("status", "severity", "flapping")
+    search_fields = ("title", "dedup_key")
+    list_select_related = ("check_obj",)
+    raw_id_fields = ("check_obj",)
+    ordering = ("-opened_at", "-id")
+    actions = ("acknowledge_selected", "resolve_selected")
+    readonly_fields = (
+        "dedup_key",
+        "check_obj",
+        "opened_at",
+        "last_seen_at",
+        "escalation_started_at",
+        "acknowledged_at",
+        "acknowledged_by",
+        "resolved_at",
+        "resolved_by",
+        "occurrences",
+        "status",
+        "severity",
+        "flapping",
+    )
+    inlines = [AlertEventInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Acknowledge selected alerts", permissions=["change"])
+    def acknowledge_selected(self, request, queryset):
+        done = sum(
+            alert.acknowledge(request.user.get_username(), via="admin") for alert in queryset[:500]
+        )
+        self.message_user(request, f"Acknowledged {done} alerts.", messages.SUCCESS)
+
+    @admin.action(description="Resolve selected alerts", permissions=["change"])
+    def resolve_selected(self, request, queryset):
+        done = sum(
+            alert.resolve(request.user.get_username(), "Resolved in the admin")
+            for alert in queryset[:500]
+        )
+        self.message_user(request, f"Resolved {done} alerts.", messages.SUCCESS)
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(LargeTableAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "alert", "kind", "actor", "channel", "outcome", "message")
+    list_filter = ("kind", "outcome")
+    list_select_related = ("alert",)
+    raw_id_fields = ("alert",)
+    ordering = ("-created_at", "-id")
+    # Filter by alert instead of searching millions of rows: ?alert__id__exact=ID
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "alert",
+        "channel",
+        "step_key",
+        "purpose",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+    )
+    list_filter = ("status", "purpose")
+    list_select_related = ("alert", "channel")
+    raw_id_fields = ("alert",)
+    ordering = ("-created_at", "-id")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+class NotificationChannelForm(forms.ModelForm):
+    """Shows the webhook URL masked and keeps the stored one when the mask comes back as is."""
+
+    class Meta:
+        model = NotificationChannel
+        fields = ("name", "kind", "url", "recipients", "min_severity", "enabled")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.url:
+            self.initial["url"] = self.instance.masked_url
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data.get("url") or ""
+        if self.instance.pk and self.instance.url and url == self.instance.masked_url:
+            return self.instance.url
+        if MASK in url:
+            raise forms.ValidationError(
+                f"the URL still shows {MASK} where a secret was; paste the whole URL to change it"
+            )
+        return url
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin):
+    form = NotificationChannelForm
+    list_display = ("name", "kind", "min_severity", "enabled", "masked_url", "recipients")
+    list_filter = ("kind", "enabled", "min_severity")
+    search_fields = ("name",)
+
+
+class EscalationStepInline(admin.TabularInline):
+    model = EscalationStep
+    extra = 1
+    fields = ("position", "after_seconds", "channels")
+
+
+@admin.register(EscalationPolicy)
+class EscalationPolicyAdmin(admin.ModelAdmin):
+    list_display = ("severity", "repeat_seconds")
+    inlines = [EscalationStepInline]
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(admin.ModelAdmin):
+    list_display = ("name", "check_obj", "component", "starts_at", "ends_at", "reason")
+    raw_id_fields = ("check_obj",)
+    list_select_related = ("check_obj",)
+    ordering = ("-starts_at",)

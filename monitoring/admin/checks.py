@@ -1,0 +1,222 @@
+"""Admin for checks and their runs."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from monitoring.checks.runner import run_checks
+from monitoring.kinds import CheckKind, ConfigError, get_kind, kind_names, mask_secrets
+from monitoring.models import Check, CheckRun, can_author_sql
+from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.redaction import MASK, holds_mask, mask_config, restore_masked
+
+
+class CheckForm(forms.ModelForm):
+    """The same validation as a check file: the kind checks its own config."""
+
+    class Meta:
+        model = Check
+        fields = [
+            f.name
+            for f in Check._meta.get_fields()
+            if f.concrete and f.editable and not f.auto_created
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The form shows secrets masked; clean() puts the stored ones back where the mask
+        # comes back unchanged.
+        if self.instance.pk and isinstance(self.instance.config, dict):
+            self.initial["config"] = mask_config(self.instance.config)
+
+    def clean_config(self):
+        config = self.cleaned_data.get("config")
+        if self.instance.pk and isinstance(config, dict):
+            config = restore_masked(config, self.instance.config)
+        if holds_mask(config):
+            raise forms.ValidationError(
+                f"a secret is still shown as {MASK}; type the whole value again to change it"
+            )
+        return config
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            kind = get_kind(cleaned.get("kind") or "")
+        except ConfigError:
+            self.add_error("kind", f"unknown kind; known kinds: {', '.join(kind_names())}")
+            return cleaned
+        config = cleaned.get("config")
+        if not isinstance(config, dict):
+            self.add_error("config", "must be a JSON object")
+            return cleaned
+        try:
+            cleaned["config"] = kind.validate_config(config)
+        except ConfigError as exc:
+            self.add_error("config", "; ".join(f"{k}: {v}" for k, v in exc.errors.items()))
+            return cleaned
+        if self._refuse_unpermitted_sql(kind, cleaned["config"]):
+            return cleaned
+        default_warn, default_crit, default_direction = kind.default_thresholds(cleaned["config"])
+        warn = cleaned.get("warn") if cleaned.get("warn") is not None else default_warn
+        crit = cleaned.get("crit") if cleaned.get("crit") is not None else default_crit
+        below = (cleaned.get("direction") or default_direction) == "below"
+        if warn is not None and crit is not None and (warn < crit if below else warn > crit):
+            self.add_error("warn", f"warn {warn:g} is beyond crit {crit:g}")
+        return cleaned
+
+    def _refuse_unpermitted_sql(self, kind: CheckKind, config: dict) -> bool:
+        """A query or DSN runs with the console's database access: only superusers and holders
+        of ``monitoring.author_sql_checks`` may add or change one (save-as-new included).
+        True when refused."""
+        authored = kind.authored_sql(config)
+        if authored is None or can_author_sql(self.user):
+            return False
+        stored = self.instance
+        if stored.pk and stored.kind == kind.name and stored.authored_sql() == authored:
+            return False  # unchanged: editing a check's other fields stays open to its editors
+        self.add_error(
+            "config",
+            "Only superusers or users with the permission 'Can author SQL checks' may set or "
+            "change a query (sql) or a database DSN; ask one of them to make this change.",
+        )
+        return True
+
+
+@admin.register(Check)
+class CheckAdmin(admin.ModelAdmin):
+    form = CheckForm
+
+    list_display = (
+        "name",
+        "component",
+        "kind",
+        "status_badge",
+        "last_value",
+        "last_message_short",
+        "last_run_at",
+        "enabled",
+    )
+    list_filter = ("status", "kind", "component", "enabled")
+    search_fields = ("name", "component")
+    list_select_related = ("depends_on",)
+    actions = ("run_now", "enable", "disable")
+    readonly_fields = (
+        "status",
+        "last_value",
+        "last_message",
+        "last_run_at",
+        "status_changed_at",
+        "next_run_at",
+        "ping_url",
+        "masked_config",
+        "created_at",
+        "updated_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("name", "kind", "component", "description", "enabled")}),
+        (
+            "Probe",
+            {
+                "fields": (
+                    "config",
+                    "masked_config",
+                    "interval_seconds",
+                    "timeout_seconds",
+                    "ping_url",
+                )
+            },
+        ),
+        (
+            "Thresholds",
+            {"fields": ("warn", "crit", "direction", "debounce", "baseline", "depends_on")},
+        ),
+        (
+            "State",
+            {
+                "fields": (
+                    "status",
+                    "last_value",
+                    "last_message",
+                    "last_run_at",
+                    "status_changed_at",
+                    "next_run_at",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
+    )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.user = request.user  # the form's SQL-authoring rule depends on who submits it
+        return form
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Check) -> str:
+        # Coloured by opsconsole/admin.css: the CSP allows no style="" attributes.
+        return format_html('<b class="check-status {}">{}</b>', obj.status, obj.status)
+
+    @admin.display(description="Message")
+    def last_message_short(self, obj: Check) -> str:
+        return obj.last_message[:120]
+
+    @admin.display(description="Ping URL")
+    def ping_url(self, obj: Check) -> str:
+        if obj.pk and obj.kind_impl.pushed:
+            return f"{settings.SITE_URL}{obj.ping_path()}"
+        return "—"
+
+    @admin.display(description="Config (secrets masked)")
+    def masked_config(self, obj: Check) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(mask_secrets(obj.config), indent=2))
+
+    @admin.action(description="Run now", permissions=["change"])
+    def run_now(self, request, queryset):
+        results = run_checks(list(queryset[:200]), claim=False)
+        for result in results:
+            level = messages.SUCCESS if result.run.status == "ok" else messages.WARNING
+            self.message_user(
+                request, f"{result.check.name}: {result.run.status} {result.run.message}", level
+            )
+
+    @admin.action(description="Enable", permissions=["change"])
+    def enable(self, request, queryset):
+        self.message_user(request, f"Enabled {queryset.update(enabled=True)} checks.")
+
+    @admin.action(description="Disable (pause)", permissions=["change"])
+    def disable(self, request, queryset):
+        self.message_user(
+            request, f"Disabled {queryset.update(enabled=False, status='paused')} checks."
+        )
+
+
+@admin.register(CheckRun)
+class CheckRunAdmin(LargeTableAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "check_obj", "status", "value", "message_short", "duration_ms")
+    list_filter = ("status",)
+    list_select_related = ("check_obj",)
+    raw_id_fields = ("check_obj",)
+    date_hierarchy = None
+    ordering = ("-created_at",)
+    # A search over millions of rows would be a full scan; filter by check instead:
+    # /admin/monitoring/checkrun/?check_obj__id__exact=ID
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="Message")
+    def message_short(self, obj: CheckRun) -> str:
+        return obj.message[:120]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

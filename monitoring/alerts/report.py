@@ -1,0 +1,129 @@
+"""The escalation report in the seed's format (Severity, Component, Issue, Duration, Attempted
+fixes, Recent logs, Impact, Next steps), for the alert page and notification bodies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+
+from monitoring.models import Alert, AlertEvent, AlertEventKind, AlertSeverity, CheckRun
+from opsconsole.env import format_duration
+
+RECENT_RUNS = 10
+
+NEXT_STEPS = {
+    AlertSeverity.CRITICAL: [
+        "Take action within 5 minutes: review the recent logs above.",
+        "Attempt to restart or repair the affected service.",
+        "If the issue persists after the fix attempt, escalate to the wider team.",
+        "Acknowledge the alert so that reminders stop while you work on it.",
+    ],
+    AlertSeverity.WARNING: [
+        "Investigate within 1 hour: note the time and the affected component.",
+        "Check the logs for errors and plan a fix (may not need immediate action).",
+        "Report in the next status update; acknowledge to stop escalation.",
+    ],
+    AlertSeverity.INFO: ["None needed: recorded for reference."],
+}
+
+
+@dataclass
+class ReportInputs:
+    notes: list[AlertEvent] = field(default_factory=list)
+    runs: list[CheckRun] = field(default_factory=list)
+
+
+def load_report_inputs(alerts: list[Alert]) -> dict[int, ReportInputs]:
+    """Notes and recent runs of many alerts in two queries."""
+    inputs = {alert.pk: ReportInputs() for alert in alerts}
+    if not alerts:
+        return inputs
+    for note in AlertEvent.objects.filter(
+        alert_id__in=list(inputs), kind=AlertEventKind.NOTE
+    ).order_by("created_at", "id"):
+        inputs[note.alert_id].notes.append(note)
+    check_ids = {a.check_obj_id for a in alerts if a.check_obj_id}
+    if check_ids:
+        ranked = (
+            CheckRun.objects.filter(check_obj_id__in=check_ids)
+            .annotate(
+                rank=Window(
+                    RowNumber(),
+                    partition_by=[F("check_obj_id")],
+                    order_by=[F("created_at").desc(), F("id").desc()],
+                )
+            )
+            .filter(rank__lte=RECENT_RUNS)
+        )
+        by_check: dict[int, list[CheckRun]] = {}
+        for run in ranked:
+            by_check.setdefault(run.check_obj_id, []).append(run)
+        for alert in alerts:
+            if alert.check_obj_id:
+                runs = by_check.get(alert.check_obj_id, [])
+                inputs[alert.pk].runs = sorted(
+                    runs, key=lambda r: (r.created_at, r.id), reverse=True
+                )
+    return inputs
+
+
+def issue_of(alert: Alert) -> str:
+    return alert.message or alert.title
+
+
+def impact_lines(alert: Alert) -> list[str]:
+    lines = []
+    check = alert.check_obj
+    if check is not None:
+        lines.append(f"Check {check.name} ({check.kind}) is {check.status}.")
+        if check.description:
+            lines.append(check.description)
+    lines.append(
+        f"Seen {alert.occurrences} time{'s' if alert.occurrences != 1 else ''} since it opened."
+    )
+    if alert.flapping:
+        lines.append("The check keeps changing state; results are unreliable until it settles.")
+    return lines
+
+
+def escalation_report(alert: Alert, inputs: ReportInputs, now: datetime | None = None) -> str:
+    now = now or timezone.now()
+    check = alert.check_obj
+    component = alert.component or (check.component if check else "") or "—"
+    notes = inputs.notes
+    fixes = "\n".join(f"- {n.created_at:%Y-%m-%d %H:%M} {n.actor}: {n.message}" for n in notes)
+    logs = "\n".join(
+        f"{r.created_at:%Y-%m-%d %H:%M:%S} {r.status.upper():<8} {r.duration_ms:>7.0f}ms  "
+        f"{r.message}".rstrip()
+        for r in inputs.runs
+    )
+    lasted = format_duration(alert.duration(now).total_seconds())
+    lines = [
+        f"ESCALATION: {alert.title}",
+        "",
+        f"Severity: {alert.severity.upper()}",
+        f"Component: {component}",
+        f"Issue: {issue_of(alert)}",
+        f"Duration: since {alert.opened_at:%Y-%m-%d %H:%M} UTC ({lasted})",
+        f"Status: {alert.status}"
+        + (
+            f" by {alert.acknowledged_by}"
+            if alert.acknowledged_by and alert.status == "acknowledged"
+            else ""
+        ),
+        "Attempted Fixes:" + (f"\n{fixes}" if fixes else " none recorded yet"),
+        "",
+        "Recent Logs:",
+        logs or "(no runs recorded)",
+        "",
+        "Impact:",
+        *[f"- {line}" for line in impact_lines(alert)],
+        "",
+        "Next Steps:",
+        *[f"- {line}" for line in NEXT_STEPS[AlertSeverity(alert.severity)]],
+    ]
+    return "\n".join(lines)

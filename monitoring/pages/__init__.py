@@ -1,1 +1,0 @@
-"""Staff pages of the monitoring app: checks, activity, reports."""

@@ -1,0 +1,181 @@
+"""The dashboard ``/``: everything an on-call engineer looks at first, on one page.
+
+The overall state, open alerts and checks by component come first; the sections below them
+are panels that apps register (``opsconsole.registries``): this app's freshness, resources
+and queue, the backlog's and the batches' own. Each costs a fixed number of queries whatever
+the table sizes, so the page stays fast as runs, alerts and batch items pile up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from monitoring.models import SEVERITY_RANK, Alert, Check, CheckStatus
+from monitoring.observability.readings import overall_state
+from opsconsole.page_access import staff_page
+from opsconsole.registries import DashboardPanel, dashboard_panels, register_panel
+
+logger = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 15
+ALERTS_SHOWN = 20
+
+
+# --- sections ------------------------------------------------------------------------------
+
+CHECK_FIELDS = (
+    "id",
+    "name",
+    "kind",
+    "component",
+    "status",
+    "last_value",
+    "last_message",
+    "last_run_at",
+    "enabled",
+    "config",
+    "warn",
+    "crit",
+    "direction",
+)
+
+
+def check_groups(checks: list[Check]) -> list[dict[str, Any]]:
+    """Checks by component, the worst component first so that problems are on top."""
+    groups: dict[str, list[Check]] = {}
+    for check in checks:
+        groups.setdefault(check.component or "other", []).append(check)
+    result = []
+    for component, members in groups.items():
+        members.sort(key=lambda c: (-SEVERITY_RANK.get(CheckStatus(c.status), 0), c.name))
+        result.append(
+            {
+                "component": component,
+                "status": max(
+                    (c.status for c in members if c.enabled),
+                    key=lambda s: SEVERITY_RANK[CheckStatus(s)],
+                    default="paused",
+                ),
+                "checks": members,
+            }
+        )
+    result.sort(key=lambda g: (-SEVERITY_RANK[CheckStatus(g["status"])], g["component"]))
+    return result
+
+
+def freshness_panel(now: datetime) -> dict[str, Any] | None:
+    """Newest data of each freshness check: its age is the check's value."""
+    rows = []
+    for check in Check.objects.filter(kind="freshness").only(*CHECK_FIELDS).order_by("name"):
+        age_seconds = check.last_value
+        newest = None
+        if age_seconds is not None and check.last_run_at is not None:
+            newest = check.last_run_at - timedelta(seconds=age_seconds)
+        rows.append(
+            {"check": check, "source": check.name, "newest": newest, "age_seconds": age_seconds}
+        )
+    return {"rows": rows} if rows else None
+
+
+def open_alerts() -> dict[str, Any]:
+    active = Alert.objects.filter(status__in=["open", "acknowledged"])
+    # Open before acknowledged, then the most severe, then the oldest: the ones to act on.
+    alerts = list(
+        active.select_related("check_obj").order_by("-status", "opened_at")[: ALERTS_SHOWN * 3]
+    )
+    rank = {"critical": 0, "warning": 1, "info": 2}
+    alerts.sort(
+        key=lambda a: (a.status != "open", rank.get(str(a.severity).lower(), 3), a.opened_at)
+    )
+    return {"alerts": alerts[:ALERTS_SHOWN], "total": active.count()}
+
+
+def system_resources(now: datetime) -> dict[str, Any]:
+    import psutil
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    memory = psutil.virtual_memory()
+    return {
+        # interval=None: the figure since the previous call, without blocking the request.
+        "cpu": psutil.cpu_percent(interval=None),
+        "memory": memory.percent,
+        "free_memory_mb": memory.available / 1024 / 1024,
+        "disk": psutil.disk_usage("/").percent,
+        "load": load,
+    }
+
+
+def queue_state(now) -> dict[str, Any]:
+    """Tasks waiting in the broker and failures in the last hour; never fails the page."""
+    state: dict[str, Any] = {"queued": None, "failed_last_hour": None, "clusters": None}
+    try:
+        from django_q.brokers import get_broker
+
+        state["queued"] = get_broker().queue_size()
+    except Exception as exc:  # a broken broker is shown, not raised
+        state["error"] = f"broker: {exc}"
+    try:
+        from django_q.models import Failure
+
+        state["failed_last_hour"] = Failure.objects.filter(
+            stopped__gte=now - timedelta(hours=1)
+        ).count()
+    except Exception as exc:
+        state["error"] = f"failures: {exc}"
+    return state
+
+
+def register_panels() -> None:
+    """This app's panels; called from ``MonitoringConfig.ready``."""
+    register_panel(DashboardPanel("freshness", "pages/panels/freshness.html", freshness_panel, 10))
+    register_panel(DashboardPanel("resources", "pages/panels/resources.html", system_resources, 40))
+    register_panel(DashboardPanel("queue", "pages/panels/queue.html", queue_state, 50))
+
+
+def dashboard_context() -> dict[str, Any]:
+    now = timezone.now()
+    checks = list(Check.objects.only(*CHECK_FIELDS).order_by("component", "name"))
+    panels = []
+    for panel in dashboard_panels():
+        data = panel.context(now)
+        if data is not None:
+            panels.append({"name": panel.name, "template": panel.template, "data": data})
+    return {
+        "now": now,
+        "overall": overall_state(),
+        "groups": check_groups(checks),
+        "check_total": len(checks),
+        "alerts": open_alerts(),
+        "panels": panels,
+        "refresh_seconds": REFRESH_SECONDS,
+    }
+
+
+# --- views ---------------------------------------------------------------------------------
+
+
+@require_GET
+@staff_page
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "pages/dashboard.html", dashboard_context())
+
+
+@require_GET
+@staff_page
+def dashboard_fragment(request: HttpRequest) -> HttpResponse:
+    """The dashboard body alone, swapped in by the page every 15 s: the HTML is escaped here on
+    the server, so the browser never builds markup from raw check data."""
+    response = render(request, "pages/_dashboard_body.html", dashboard_context())
+    response["Cache-Control"] = "no-store"
+    return response
