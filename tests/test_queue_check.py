@@ -20,7 +20,7 @@ from django_q.tasks import async_task
 
 from monitoring.checks.runner import run_checks
 from monitoring.kinds import get_kind
-from monitoring.kinds.queue import clusters_alive
+from monitoring.observability.readings import clusters_alive
 from monitoring.models import Check, CheckRun
 from tests.conftest import manage
 

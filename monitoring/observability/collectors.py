@@ -13,7 +13,12 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 
 from monitoring.models import Check
-from monitoring.observability.readings import read_queue, read_redis, read_scheduler
+from monitoring.observability.readings import (
+    overall_state,
+    read_queue,
+    read_redis,
+    read_scheduler,
+)
 
 # opsconsole_check_status values; paused checks report as unknown (they are not measured).
 STATUS_VALUES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3, "paused": 3}
@@ -58,20 +63,42 @@ def check_metrics(now: datetime) -> Iterable[Any]:
         "1 when no check has run for three check intervals",
         value=1 if scheduler.stalled else 0,
     )
+    yield GaugeMetricFamily(
+        "opsconsole_overall_status",
+        "Overall state, the worst of the enabled checks and the open alerts: "
+        "0 ok, 1 warning, 2 critical, 3 unknown",
+        value=STATUS_VALUES.get(overall_state().status, 3),
+    )
 
 
 def queue_metrics(now: datetime) -> Iterable[Any]:
     reading = read_queue(now)
     family = GaugeMetricFamily(
         "opsconsole_queue_tasks",
-        "django-q2 tasks: queued (waiting or running), succeeded and failed in the last hour",
+        "django-q2 tasks: queued (waiting), in flight (held by a worker), "
+        "succeeded and failed in the last hour",
         labels=["state"],
     )
     if reading.queued is not None:
         family.add_metric(["queued"], reading.queued)
+    if reading.in_flight is not None:
+        family.add_metric(["in_flight"], reading.in_flight)
     family.add_metric(["succeeded_last_hour"], reading.succeeded_last_hour)
     family.add_metric(["failed_last_hour"], reading.failed_last_hour)
     yield family
+    # Absent (not 0) while the broker is unreachable: nobody can tell then.
+    clusters = GaugeMetricFamily(
+        "opsconsole_queue_clusters_alive", "django-q2 clusters (qcluster processes) alive"
+    )
+    if reading.clusters_alive is not None:
+        clusters.add_metric([], reading.clusters_alive)
+    yield clusters
+    oldest = GaugeMetricFamily(
+        "opsconsole_queue_oldest_queued_seconds", "Age of the oldest task waiting in the queue"
+    )
+    if reading.oldest_queued_seconds is not None:
+        oldest.add_metric([], reading.oldest_queued_seconds)
+    yield oldest
 
 
 def redis_metrics(now: datetime) -> Iterable[Any]:

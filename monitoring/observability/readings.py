@@ -1,4 +1,7 @@
-"""Readings shared by /metrics, /api/status, ``metrics health`` and the health report.
+"""One home per reading: overall state, queue health, scheduler liveness, Redis, database.
+
+The dashboard, the health report, ``metrics health``, /api/status, /metrics and the ``queue``
+check kind all take their figures from here, so two screens never disagree about one reading.
 
 Each reading is taken fresh (never cached here) and never raises: an unreachable dependency
 is a value to report, not an error to propagate.
@@ -6,18 +9,30 @@ is a value to report, not an error to propagate.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import psutil
 from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.db import connection
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
+from django_q.models import Task
+from django_q.signing import SignedPackage
+from django_q.status import Stat
 from redis.exceptions import RedisError
 
 from monitoring.models import SEVERITY_RANK, Alert, Check, CheckStatus
+from opsconsole.env import parse_database_url
 from opsconsole.redis_guard import redis_client
 
 
@@ -59,50 +74,164 @@ def read_redis(timeout: float | None = None) -> RedisReading:
 
 @dataclass
 class QueueReading:
+    """Health of the django-q2 task queue, every figure taken once.
+
+    ``queued`` counts tasks waiting for a worker; ``in_flight`` those a worker holds (the ORM
+    broker only: the Redis broker pops a task when a worker takes it). Broker figures are
+    ``None`` when the broker cannot be reached; the last hour's outcomes come from the
+    database and are always there.
+    """
+
     broker: str
     reachable: bool
     queued: int | None
+    in_flight: int | None
     succeeded_last_hour: int
     failed_last_hour: int
+    oldest_queued_seconds: float | None = None
+    clusters_alive: int | None = None
+    clusters_source: str = ""
+    broker_info: str = ""
     error: str = ""
 
     @property
+    def finished_last_hour(self) -> int:
+        return self.succeeded_last_hour + self.failed_last_hour
+
+    @property
     def error_rate_pct(self) -> float | None:
-        total = self.succeeded_last_hour + self.failed_last_hour
-        return round(self.failed_last_hour * 100 / total, 2) if total else None
+        """Failed share of the last hour's finished tasks; ``None`` when none finished."""
+        total = self.finished_last_hour
+        return round(self.failed_last_hour * 100 / total, 1) if total else None
 
 
-def read_queue(now: datetime | None = None) -> QueueReading:
-    """django-q2: tasks waiting in the broker and task outcomes of the last hour."""
-    from django_q.models import Failure, Success
+def read_queue(now: datetime | None = None, queue: str | None = None) -> QueueReading:
+    """django-q2: the broker's backlog, the last hour's outcomes and the clusters alive.
 
+    ``queue`` names another cluster's queue (a check's ``queue`` config); by default the one
+    this console's own cluster serves.
+    """
     now = now or timezone.now()
-    since = now - timedelta(hours=1)
-    broker_name = "redis" if settings.REDIS_URL else "orm"
-    succeeded = Success.objects.filter(stopped__gte=since).count()
-    failed = Failure.objects.filter(stopped__gte=since).count()
-    queued: int | None = None
-    error = ""
+    outcomes = Task.objects.filter(stopped__gte=now - timedelta(hours=1)).aggregate(
+        done=Count("id"), failed=Count("id", filter=Q(success=False))
+    )
+    failed = outcomes["failed"]
+    succeeded = outcomes["done"] - failed
+    broker_name = "redis" if settings.Q_CLUSTER.get("redis") else "orm"
     try:
-        queued = _queue_size()
+        broker = get_broker(queue)
+        broker_name = "orm" if isinstance(broker, ORM) else "redis"
+        queued = int(broker.queue_size() or 0)
+        in_flight = int(broker.lock_size() or 0)
+        oldest_at = _oldest_queued_at(broker, now)
+        alive, alive_source = clusters_alive(broker)
+        info = broker.info()
     except Exception as exc:  # noqa: BLE001 - any broker failure means "unreachable"
-        error = str(exc) or type(exc).__name__
-    return QueueReading(broker_name, error == "", queued, succeeded, failed, error)
+        return QueueReading(
+            broker_name,
+            False,
+            None,
+            None,
+            succeeded,
+            failed,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+    oldest = round(max(0.0, (now - oldest_at).total_seconds()), 1) if oldest_at else None
+    return QueueReading(
+        broker_name,
+        True,
+        queued,
+        in_flight,
+        succeeded,
+        failed,
+        oldest_queued_seconds=oldest,
+        clusters_alive=alive,
+        clusters_source=alive_source,
+        broker_info=info,
+    )
 
 
-def _queue_size() -> int:
-    if settings.REDIS_URL:
-        from django_q.conf import Conf
+def _oldest_queued_at(broker: Any, now: datetime) -> datetime | None:
+    """When the oldest task still waiting was enqueued (from its signed package)."""
+    payload = None
+    if isinstance(broker, ORM):
+        # Waiting rows have lock <= now; a row whose lock is in the future is being worked on.
+        payload = (
+            broker.get_connection()
+            .filter(key=broker.list_key, lock__lte=now)
+            .order_by("id")
+            .values_list("payload", flat=True)
+            .first()
+        )
+    elif hasattr(broker, "connection") and hasattr(broker.connection, "lindex"):
+        # The Redis broker pushes on the right and pops from the left: index 0 is the oldest.
+        payload = broker.connection.lindex(broker.list_key, 0)
+    if not payload:
+        return None
+    try:
+        task = SignedPackage.loads(payload)
+    except Exception:  # noqa: BLE001 - a foreign or corrupt package says nothing about age
+        return None
+    return task.get("started") if isinstance(task, dict) else None
 
-        client = redis_client()
+
+def clusters_alive(broker: Any) -> tuple[int, str]:
+    """(number of django-q2 clusters alive, how that was found out)."""
+    cache = caches[Conf.CACHE] if Conf.CACHE in settings.CACHES else None
+    if cache is not None and not isinstance(cache, LocMemCache):
+        # Each cluster refreshes its stat every few seconds with a 3 s expiry.
+        return len(Stat.get_all(broker)), "cluster stats in the shared cache"
+    return _local_clusters(), "qcluster processes on this machine"
+
+
+def _local_clusters() -> int:
+    """qcluster processes on this machine serving our database.
+
+    With a local-memory cache the clusters' own stats are invisible to other processes, so the
+    embedded setup (one machine) counts processes instead.
+    """
+    count = 0
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.pid == me or "qcluster" not in cmdline:
+            continue
         try:
-            return int(client.llen(f"django_q:{Conf.CLUSTER_NAME}:q"))
-        finally:
-            client.close()
-    from django_q.models import OrmQ
+            # Only the cluster's main process: its workers are its children with the same cmdline.
+            parent = proc.parent()
+            if parent is not None and "qcluster" in (parent.cmdline() or []):
+                continue
+            if _same_database(proc.environ()):
+                count += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return count
 
-    # Rows stay in OrmQ while a worker holds them, so this counts waiting plus running tasks.
-    return OrmQ.objects.count()
+
+def _same_database(environ: dict[str, str]) -> bool:
+    """Whether a process with this environment serves the database this process uses."""
+    ours = settings.DATABASES["default"]
+    url = environ.get("DATABASE_URL")
+    if not url:
+        if "sqlite" not in ours["ENGINE"]:
+            return False
+        data_dir = Path(environ.get("DATA_DIR") or Path(settings.BASE_DIR) / "data").resolve()
+        return Path(ours["NAME"]).resolve() == data_dir / "opsconsole.sqlite3"
+
+    try:
+        theirs = parse_database_url(url)
+    except Exception:  # noqa: BLE001 - a process we cannot place serves some other database
+        return False
+    if "sqlite" in ours["ENGINE"]:
+        return (
+            "sqlite" in theirs["ENGINE"]
+            and Path(theirs["NAME"]).resolve() == Path(ours["NAME"]).resolve()
+        )
+    return (theirs["NAME"], theirs.get("HOST") or "", str(theirs.get("PORT") or "")) == (
+        ours["NAME"],
+        ours.get("HOST") or "",
+        str(ours.get("PORT") or ""),
+    )
 
 
 @dataclass

@@ -20,7 +20,12 @@ from monitoring.models import (
     Report,
     worst,
 )
-from monitoring.observability.readings import read_database, read_queue, read_redis
+from monitoring.observability.readings import (
+    overall_state,
+    read_database,
+    read_queue,
+    read_redis,
+)
 from opsconsole.logging import job_context
 
 logger = logging.getLogger(__name__)
@@ -57,7 +62,6 @@ def collect(now: datetime) -> dict[str, Any]:
             }
         )
     queue = read_queue(now)
-    clusters = _clusters_alive()
     db = read_database()
     db_checks = [
         {"name": c.name, "status": c.status, "message": c.last_message}
@@ -78,6 +82,7 @@ def collect(now: datetime) -> dict[str, Any]:
     disk = psutil.disk_usage("/")
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     redis = read_redis()
+    overall = overall_state()
     return {
         "timestamp": now.isoformat(),
         "processes": processes,
@@ -85,9 +90,13 @@ def collect(now: datetime) -> dict[str, Any]:
             "broker": queue.broker,
             "reachable": queue.reachable,
             "queued": queue.queued,
+            "in_flight": queue.in_flight,
             "succeeded_last_hour": queue.succeeded_last_hour,
             "failed_last_hour": queue.failed_last_hour,
-            "clusters_alive": clusters,
+            "error_rate_pct": queue.error_rate_pct,
+            "oldest_queued_seconds": queue.oldest_queued_seconds,
+            "clusters_alive": queue.clusters_alive,
+            "clusters_source": queue.clusters_source,
             "error": queue.error,
         },
         "database": {
@@ -105,7 +114,8 @@ def collect(now: datetime) -> dict[str, Any]:
         },
         "data": data_checks,
         "alerts": _active_alerts(),
-        "checks": _check_counts(),
+        "checks": overall.checks_by_status,
+        "overall": {"status": overall.status, "summary": overall.summary},
         "resources": {
             "memory_used": memory.total - memory.available,
             "memory_free": memory.available,
@@ -116,23 +126,6 @@ def collect(now: datetime) -> dict[str, Any]:
             "disk_free": disk.free,
         },
     }
-
-
-def _clusters_alive() -> int | None:
-    try:
-        from django_q.brokers import get_broker
-        from django_q.status import Stat
-
-        return len(Stat.get_all(get_broker()))
-    except Exception:  # noqa: BLE001 - an unreachable broker is reported by the queue line
-        return None
-
-
-def _check_counts() -> dict[str, int]:
-    from django.db.models import Count
-
-    rows = Check.objects.filter(enabled=True).values("status").annotate(n=Count("id"))
-    return {row["status"]: row["n"] for row in rows}
 
 
 def _active_alerts() -> list[dict[str, Any]]:
@@ -151,17 +144,13 @@ def _active_alerts() -> list[dict[str, Any]]:
 
 
 def overall_status(data: dict[str, Any]) -> str:
-    statuses = [CheckStatus.OK]
+    """The overall state (worst of the checks and the open alerts), critical as well when
+    the console's own database or Redis is down."""
+    statuses = [data["overall"]["status"]]
     if not data["database"]["up"]:
         statuses.append(CheckStatus.CRITICAL)
     if data["redis"]["configured"] and not data["redis"]["up"]:
         statuses.append(CheckStatus.CRITICAL)
-    for status in data["checks"]:
-        if status in (CheckStatus.WARNING, CheckStatus.CRITICAL):
-            statuses.append(status)
-    for alert in data["alerts"]:
-        if alert["severity"] in ("warning", "critical"):
-            statuses.append(alert["severity"])
     return worst(*statuses)
 
 

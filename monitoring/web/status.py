@@ -13,7 +13,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from monitoring.observability.readings import read_database, read_queue, read_redis
+from monitoring.observability.readings import (
+    overall_state,
+    read_database,
+    read_queue,
+    read_redis,
+)
 from monitoring.observability.snapshot import exposition
 from monitoring.observability.stalled import check_monitoring_stalled, describe
 from opsconsole.api import _raw_key
@@ -82,10 +87,19 @@ def status_components() -> dict[str, dict]:
         return components
     queue = read_queue(now)
     if queue.reachable:
+        # Whether the queue is healthy is the queue check's call; here it is up when its
+        # broker answers.
         components["queue"] = {
             "state": "up",
             "detail": f"{queue.broker} broker, {queue.queued} queued, "
-            f"{queue.failed_last_hour} failed in the last hour",
+            f"{queue.failed_last_hour} failed in the last hour, "
+            f"{queue.clusters_alive} cluster{'s' if queue.clusters_alive != 1 else ''} alive",
+            "queued": queue.queued,
+            "in_flight": queue.in_flight,
+            "failed_last_hour": queue.failed_last_hour,
+            "error_rate_pct": queue.error_rate_pct,
+            "oldest_queued_seconds": queue.oldest_queued_seconds,
+            "clusters_alive": queue.clusters_alive,
         }
     else:
         components["queue"] = {
@@ -119,17 +133,29 @@ def status_components() -> dict[str, dict]:
     return components
 
 
+def _overall(components: dict[str, dict]) -> dict[str, str]:
+    if components["database"]["state"] != "up":
+        return {"state": "unknown", "summary": "database unreachable"}
+    state = overall_state()
+    return {"state": state.status, "summary": state.summary}
+
+
 @never_cache
 @require_GET
 def api_status(request: HttpRequest) -> JsonResponse:
     components = status_components()
     failing = sorted(name for name, c in components.items() if c["state"] != "up")
+    overall = _overall(components)
     if not _authenticated(request):
         components = {name: {"state": c["state"]} for name, c in components.items()}
+        overall = {"state": overall["state"]}
     body = {
         "status": "down" if failing else "up",
         "failing": failing,
         "components": components,
+        # What the checks say (the dashboard's overall state); "status" is whether the console
+        # itself can serve, and only that decides the HTTP status.
+        "overall": overall,
         "time": timezone.now().isoformat(),
     }
     return JsonResponse(body, status=503 if failing else 200)
