@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 
 from monitoring.alerts.escalation import escalate_pass
@@ -112,6 +113,76 @@ def test_warning_is_not_notified_at_59_minutes_and_is_at_61(http_server):
         escalate_pass()
     assert len(receiver.requests) == 1  # no reminders for WARNING by default
     assert receiver.requests[0].json()["alerts"][0]["severity"] == "warning"
+
+
+@pytest.mark.django_db
+def test_a_severity_rise_notifies_the_critical_first_step_on_a_channel_told_of_the_warning(
+    http_server,
+):
+    receiver = http_server()
+    NotificationChannel.objects.create(name="hook", kind="webhook", url=receiver.url)
+    with time_machine.travel(T0, tick=False) as clock:
+        check = make_check()
+        fail(check, "warning", "latency 1200ms")
+        clock.move_to(T0 + timedelta(minutes=61))
+        escalate_pass()
+        fail(check, "critical")
+        escalate_pass()
+        escalate_pass()
+    assert [r.json()["alerts"][0]["severity"] for r in receiver.requests] == [
+        "warning",
+        "critical",
+    ]
+    steps = Notification.objects.order_by("id")
+    assert [n.step_key for n in steps] == ["warning:s0", "critical:s0"]
+    assert [(n.step_kind, n.step_severity, n.step_number) for n in steps] == [
+        ("escalation", "warning", 0),
+        ("escalation", "critical", 0),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_turns_stored_step_keys_into_step_fields_and_back():
+    executor = MigrationExecutor(connection)
+    before, after = (
+        [("monitoring", "0004_sql_check_permission")],
+        [("monitoring", "0005_notification_step_fields")],
+    )
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    alert = old.get_model("monitoring", "Alert").objects.create(
+        dedup_key="k",
+        title="t",
+        severity="critical",
+        opened_at=T0,
+        last_seen_at=T0,
+        escalation_started_at=T0,
+    )
+    channel = old.get_model("monitoring", "NotificationChannel").objects.create(
+        name="hook", kind="webhook", url="http://127.0.0.1:9/"
+    )
+    keys = ["critical:s0", "critical:s1", "critical:r12", "warning:s0", "recovery"]
+    for key in keys:
+        old.get_model("monitoring", "Notification").objects.create(
+            alert_id=alert.pk, channel_id=channel.pk, step_key=key
+        )
+    executor = MigrationExecutor(connection)
+    executor.migrate(after)
+    new = executor.loader.project_state(after).apps
+    rows = new.get_model("monitoring", "Notification").objects.order_by("id")
+    assert [(r.step_kind, r.step_severity, r.step_number) for r in rows] == [
+        ("escalation", "critical", 0),
+        ("escalation", "critical", 1),
+        ("reminder", "critical", 12),
+        ("escalation", "warning", 0),
+        ("recovery", "", 0),
+    ]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    rows = executor.loader.project_state(before).apps.get_model("monitoring", "Notification")
+    assert list(rows.objects.order_by("id").values_list("step_key", flat=True)) == keys
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 @pytest.mark.django_db

@@ -115,7 +115,7 @@ class NotificationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         "next_attempt_at",
         "last_error",
     )
-    list_filter = ("status", "purpose")
+    list_filter = ("status", "purpose", "step_kind", "step_severity")
     list_select_related = ("alert", "channel")
     raw_id_fields = ("alert",)
     ordering = ("-created_at", "-id")

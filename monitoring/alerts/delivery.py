@@ -12,7 +12,7 @@ from django.core.mail import send_mail
 
 from monitoring.alerts.report import ReportInputs, escalation_report, issue_of
 from monitoring.alerts.tokens import ack_url, alert_url
-from monitoring.models import ChannelKind, Notification, NotificationChannel
+from monitoring.models import ChannelKind, Notification, NotificationChannel, StepKind
 from opsconsole.env import format_duration
 from opsconsole.redaction import redact, redaction_scope
 
@@ -31,8 +31,8 @@ class Outgoing:
 
 def _event_word(row: Notification) -> str:
     if row.purpose == Notification.Purpose.RECOVERY:
-        return "recovery"
-    return "reminder" if ":r" in row.step_key else "escalation"
+        return StepKind.RECOVERY
+    return StepKind.REMINDER if row.step_kind == StepKind.REMINDER else StepKind.ESCALATION
 
 
 def alert_summary(row: Notification, now: datetime) -> dict[str, Any]:
@@ -59,9 +59,9 @@ def alert_summary(row: Notification, now: datetime) -> dict[str, Any]:
 
 
 def _headline(summary: dict[str, Any]) -> str:
-    if summary["event"] == "recovery":
+    if summary["event"] == StepKind.RECOVERY:
         return f"[RESOLVED] {summary['title']} (after {summary['duration']})"
-    prefix = "REMINDER " if summary["event"] == "reminder" else ""
+    prefix = "REMINDER " if summary["event"] == StepKind.REMINDER else ""
     return f"[{prefix}{summary['severity'].upper()}] {summary['title']}"
 
 
@@ -94,7 +94,7 @@ def build_grouped(
     rows = [row for group in groups for row in group]
     counts: dict[str, int] = {}
     for s in summaries:
-        word = "resolved" if s["event"] == "recovery" else s["severity"]
+        word = "resolved" if s["event"] == StepKind.RECOVERY else s["severity"]
         counts[word] = counts.get(word, 0) + 1
     described = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
     subject = f"[Ops Console] {len(groups)} alerts: {described}"

@@ -1,11 +1,12 @@
 """The escalate pass: plan the steps that are due, claim them, send, record.
 
 Plan: every step owed by now becomes a ``Notification`` row, inserted with "ignore
-conflicts" against the unique (alert, channel, step key) constraint, so two passes planning
-the same step make one row. Claim: pending rows move to ``sending`` under this pass's token in
-one transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers), so a
-row is sent by exactly one pass. The number of queries does not depend on the number of
-alerts: rows travel in single statements (``bulk.insert_rows``).
+conflicts" against the unique (alert, channel, step kind, severity, number) constraint, so
+two passes planning the same step make one row. Claim: pending rows move to ``sending``
+under this pass's token in one transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
+SQLite serialises writers), so a row is sent by exactly one pass. The number of queries
+does not depend on the number of alerts: rows travel in single statements
+(``bulk.insert_rows``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from django.utils import timezone
 
 from monitoring.alerts.bulk import insert_rows
 from monitoring.alerts.delivery import Outgoing, build_grouped, build_single, deliver
-from monitoring.alerts.policy import ChannelSet, due_notifications, load_policies, step_index
+from monitoring.alerts.policy import ChannelSet, due_notifications, load_policies
 from monitoring.alerts.report import load_report_inputs
 from monitoring.models import (
     Alert,
@@ -37,6 +38,7 @@ from monitoring.models import (
     Notification,
     NotificationChannel,
     NotificationStatus,
+    StepKind,
 )
 from monitoring.observability.stalled import check_monitoring_stalled
 from opsconsole.logging import job_context
@@ -99,12 +101,14 @@ def plan(now: datetime, channels: ChannelSet, windows: list[MaintenanceWindow]) 
         if any(w.covers(alert, now) for w in windows):
             muted += 1
             continue
-        for channel_id, key in due_notifications(alert, policies[alert.severity], channels, now):
+        for owed in due_notifications(alert, policies[alert.severity], channels, now):
             rows.append(
                 {
                     "alert_id": alert.pk,
-                    "channel_id": channel_id,
-                    "step_key": key,
+                    "channel_id": owed.channel_id,
+                    "step_kind": owed.kind,
+                    "step_severity": owed.severity,
+                    "step_number": owed.number,
                     "purpose": Notification.Purpose.ESCALATION,
                     "status": NotificationStatus.PENDING,
                     "attempts": 0,
@@ -176,8 +180,8 @@ def _significance(row: Notification) -> tuple[int, int]:
     """The row that speaks for an alert's rows in one message: recovery, then the latest step."""
     if row.purpose == Notification.Purpose.RECOVERY:
         return (0, 0)
-    index = step_index(row.step_key)
-    return (1, -(index if index is not None else -1))
+    # Reminders after every escalation step.
+    return (1, -row.step_number if row.step_kind == StepKind.ESCALATION else 1)
 
 
 def send_all(messages: list[Outgoing]) -> None:
@@ -204,7 +208,7 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
     # (status, next attempt, error) -> ids: failures of one message share their fate.
     failed: dict[tuple[str, datetime | None, str], list[int]] = defaultdict(list)
     events = []
-    escalated: set[tuple[int, str]] = set()
+    escalated: set[tuple[int, str, int]] = set()
     for message in messages:
         for row in message.rows:
             attempt = row.attempts + 1
@@ -224,9 +228,14 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
                     if message.grouped
                     else ""
                 )
-                index = step_index(row.step_key)
-                if index and (row.alert_id, row.step_key) not in escalated:
-                    escalated.add((row.alert_id, row.step_key))
+                step = (row.alert_id, row.step_severity, row.step_number)
+                # The first step is the first notice, not an escalation.
+                if (
+                    row.step_kind == StepKind.ESCALATION
+                    and row.step_number
+                    and step not in escalated
+                ):
+                    escalated.add(step)
                     events.append(
                         {
                             "alert_id": row.alert_id,
@@ -235,7 +244,7 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
                             "channel": "",
                             "outcome": "",
                             "created_at": now,
-                            "message": f"Escalated to step {index + 1} ({row.step_key})",
+                            "message": f"Escalated to step {row.step_number + 1} ({row.step_key})",
                             "data": {"step": row.step_key},
                         }
                     )

@@ -26,6 +26,7 @@ from monitoring.models import (
     CheckStatus,
     Notification,
     NotificationStatus,
+    StepKind,
 )
 
 FLAP_WINDOW = 21
@@ -146,7 +147,7 @@ def resolve_alert(
             Notification(
                 alert=alert,
                 channel_id=channel_id,
-                step_key="recovery",
+                step_kind=StepKind.RECOVERY,
                 purpose=Notification.Purpose.RECOVERY,
                 next_attempt_at=now,
                 created_at=now,

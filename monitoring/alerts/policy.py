@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from monitoring.models import Alert, EscalationPolicy, NotificationChannel
+from monitoring.models import Alert, EscalationPolicy, NotificationChannel, StepKind
 
 DEFAULT_POLICIES: dict[str, dict] = {
     "critical": {
@@ -67,20 +68,29 @@ class ChannelSet:
         return [c for c in chosen if c.accepts(severity)]
 
 
+class OwedStep(NamedTuple):
+    """One notification owed: the fields that make a ``Notification`` row unique."""
+
+    channel_id: int
+    kind: StepKind
+    severity: str
+    number: int
+
+
 def due_notifications(
     alert: Alert, policy: Policy, channels: ChannelSet, now: datetime
-) -> list[tuple[int, str]]:
-    """(channel id, step key) pairs owed by now. Keys are stable, so planning twice is harmless.
+) -> list[OwedStep]:
+    """The steps owed by now, per channel. They are stable, so planning twice is harmless.
 
     Only the latest reminder is owed: a missed pass does not turn into a burst of reminders.
     """
     start = alert.escalation_started_at
     sev = alert.severity
     reached = [s for s in policy.steps if start + timedelta(seconds=s.after) <= now]
-    owed: list[tuple[int, str]] = []
+    owed: list[OwedStep] = []
     for step in reached:
         for channel in channels.resolve(step.channels, sev):
-            owed.append((channel.pk, f"{sev}:s{step.index}"))
+            owed.append(OwedStep(channel.pk, StepKind.ESCALATION, sev, step.index))
     if policy.repeat and reached:
         first = start + timedelta(seconds=reached[0].after)
         k = int((now - first).total_seconds() // policy.repeat)
@@ -99,11 +109,5 @@ def due_notifications(
                     # This channel heard from a step since the last reminder: no double message.
                     just_stepped |= ids
             for channel_id in sorted(told - just_stepped):
-                owed.append((channel_id, f"{sev}:r{k}"))
+                owed.append(OwedStep(channel_id, StepKind.REMINDER, sev, k))
     return owed
-
-
-def step_index(step_key: str) -> int | None:
-    """The step number of a key such as ``critical:s1``; None for reminders and recovery."""
-    _, _, part = step_key.partition(":")
-    return int(part[1:]) if part.startswith("s") and part[1:].isdigit() else None

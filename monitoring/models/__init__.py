@@ -37,6 +37,7 @@ from monitoring.models.notifications import (
     Notification,
     NotificationChannel,
     NotificationStatus,
+    StepKind,
 )
 from monitoring.models.reports import Report
 
@@ -64,6 +65,7 @@ __all__ = [
     "NotificationChannel",
     "NotificationStatus",
     "Report",
+    "StepKind",
     "can_author_sql",
     "register_after_record",
     "worst",

@@ -96,6 +96,14 @@ class NotificationStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class StepKind(models.TextChoices):
+    """What a notification row is in the escalation policy."""
+
+    ESCALATION = "escalation", "Escalation step"
+    REMINDER = "reminder", "Reminder"
+    RECOVERY = "recovery", "Recovery notice"
+
+
 class NotificationQuerySet(models.QuerySet):
     def cancel_pending_escalation(self, now: datetime) -> int:
         """Escalation stops (acknowledged, resolved); recovery notices still go out."""
@@ -115,7 +123,15 @@ class Notification(models.Model):
     channel = models.ForeignKey(
         NotificationChannel, on_delete=models.CASCADE, related_name="notifications"
     )
-    step_key = models.CharField(max_length=40)
+    # The step as data. The severity is part of its identity: a severity rise restarts
+    # escalation at the new severity's steps, which must not collide with the rows the old
+    # severity's steps left. Escalation steps count from 0 (the policy's first step), reminders
+    # from 1; a recovery notice has no severity and number 0.
+    step_kind = models.CharField(max_length=10, choices=StepKind.choices)
+    step_severity = models.CharField(
+        max_length=10, choices=AlertSeverity.choices, blank=True, default=""
+    )
+    step_number = models.PositiveIntegerField(default=0)
     purpose = models.CharField(max_length=12, choices=Purpose.choices, default=Purpose.ESCALATION)
     status = models.CharField(
         max_length=10, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
@@ -135,7 +151,8 @@ class Notification(models.Model):
         constraints = [
             # Planning inserts every due step each pass; this makes the insert idempotent.
             models.UniqueConstraint(
-                fields=["alert", "channel", "step_key"], name="notification_once_per_step"
+                fields=["alert", "channel", "step_kind", "step_severity", "step_number"],
+                name="notification_once_per_step",
             ),
         ]
         indexes = [
@@ -147,3 +164,12 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step_key} of alert {self.alert_id} to {self.channel_id}: {self.status}"
+
+    @property
+    def step_key(self) -> str:
+        """The step as people read it in events and messages: ``critical:s1`` (escalation
+        step 1 of the critical policy), ``critical:r2`` (second reminder) or ``recovery``."""
+        if self.step_kind == StepKind.RECOVERY:
+            return "recovery"
+        letter = "r" if self.step_kind == StepKind.REMINDER else "s"
+        return f"{self.step_severity}:{letter}{self.step_number}"
