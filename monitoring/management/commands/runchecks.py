@@ -4,11 +4,9 @@ import json
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
-from monitoring.checks.runner import run_checks
+from monitoring.checks.runner import run_checks, run_due_checks
 from monitoring.models import SEVERITY_RANK, Check, CheckStatus
-from monitoring.observability.stalled import check_monitoring_stalled
 from opsconsole.logging import job_context
 
 _COLOURS = {"ok": "\033[32m", "warning": "\033[33m", "critical": "\033[31m", "unknown": "\033[90m"}
@@ -52,9 +50,8 @@ class Command(BaseCommand):
             elif options["all"]:
                 results = run_checks(list(Check.objects.filter(enabled=True)), claim=False)
             else:
-                # Before running: a long gap since the last run is the stall to report.
-                check_monitoring_stalled()
-                results = run_checks(list(Check.due(timezone.now()).order_by("next_run_at", "id")))
+                # The same function the schedule runs: cron and the scheduler do one thing.
+                results = run_due_checks()
 
         rows = [
             {
