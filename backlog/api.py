@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 
 from backlog.models import DEFAULT_SOURCE
-from backlog.services import EntrySpec, InvalidEntry, enqueue_all, stats, validate_entry
+from backlog.services import EntrySpec, enqueue_all, stats, validate_entry
 from opsconsole.api import BadRequest, api_view, parse_json_body
 from opsconsole.idempotency import idempotent
 from opsconsole.models import ApiScope
@@ -46,8 +46,8 @@ def _specs(body: object) -> list[EntrySpec]:
                     item.get("payload"),
                 )
             )
-        except InvalidEntry as exc:
-            details.update({f"{prefix}{name}": message for name, message in exc.errors.items()})
+        except BadRequest as exc:
+            details.update({f"{prefix}{name}": message for name, message in exc.details.items()})
     if details:
         raise BadRequest("invalid backlog entries", details)
     return specs

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from backlog.handlers import HandlerMissing, HandlerSet, describe_handler, handler_setting
 from backlog.models import DEFAULT_SOURCE, BacklogEntry, BacklogStatus
+from opsconsole.api import BadRequest
 from opsconsole.idempotency import claim_idempotency_key
 from opsconsole.logging import job_context
 from opsconsole.redaction import redact, secret_values
@@ -34,14 +35,6 @@ BULK_CHUNK = 2000
 
 
 # --- validation -------------------------------------------------------------------------------
-
-
-class InvalidEntry(ValueError):
-    """``errors`` maps a field to what is wrong with it."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,7 @@ def validate_entry(source: Any, key: Any, reason: Any = "", payload: Any = None)
     if payload is not None and not isinstance(payload, dict):
         errors["payload"] = f"must be a JSON object, got {type(payload).__name__}"
     if errors:
-        raise InvalidEntry(errors)
+        raise BadRequest("invalid backlog entry", errors)
     return EntrySpec(source, key.strip(), reason, payload)
 
 
@@ -81,7 +74,7 @@ def validate_entry(source: Any, key: Any, reason: Any = "", payload: Any = None)
 def enqueue(source: str, key: str, reason: str = "", payload: dict | None = None) -> BacklogEntry:
     """Queues one entry; a key already pending for the source is returned as it is.
 
-    ``entry.was_created`` tells which happened. Raises InvalidEntry on bad input.
+    ``entry.was_created`` tells which happened. Raises BadRequest on bad input.
     """
     spec = validate_entry(source, key, reason, payload)
     pending = BacklogEntry.objects.filter(
@@ -332,7 +325,7 @@ def parse_entry_lines(
 ) -> list[EntrySpec]:
     """Entries from a file: one key per line, or one JSON object per line
     (``{"key": …, "source": …, "reason": …, "payload": {…}}``). Blank lines and ``#``
-    comments are skipped. Raises InvalidEntry naming the first bad line; nothing is queued."""
+    comments are skipped. Raises BadRequest naming the first bad line; nothing is queued."""
     specs: list[EntrySpec] = []
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
@@ -343,7 +336,9 @@ def parse_entry_lines(
                 try:
                     data = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise InvalidEntry({"json": f"not valid JSON ({exc.msg})"}) from None
+                    raise BadRequest(
+                        "invalid backlog entry", {"json": f"not valid JSON ({exc.msg})"}
+                    ) from None
                 specs.append(
                     validate_entry(
                         data.get("source", source),
@@ -354,8 +349,10 @@ def parse_entry_lines(
                 )
             else:
                 specs.append(validate_entry(source, line, reason))
-        except InvalidEntry as exc:
-            raise InvalidEntry({f"line {number}": str(exc)}) from None
+        except BadRequest as exc:
+            raise BadRequest(
+                "invalid backlog entries", {f"line {number}": exc.describe_fields()}
+            ) from None
     return specs
 
 

@@ -11,10 +11,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from batches import services
-from batches.services import BatchInputError
 from opsconsole.api import BadRequest, api_view, json_error, parse_json_body
 from opsconsole.idempotency import idempotent
 from opsconsole.models import ApiScope
+from opsconsole.paging import parse_limit
 
 
 def when_enabled(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -31,28 +31,13 @@ def when_enabled(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
             )
             response["Retry-After"] = "300"
             return response
-        try:
-            return view(request, *args, **kwargs)
-        except BatchInputError as exc:
-            return json_error(exc.status, exc.error, exc.details)
-
-    return wrapper
-
-
-def _translate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except BatchInputError as exc:
-            raise BadRequest(exc.error, exc.details, exc.status) from None
+        return view(request, *args, **kwargs)
 
     return wrapper
 
 
 @api_view(scope=ApiScope.WRITE, methods=("POST",))
 @idempotent("batches.create")
-@_translate
 def _create(request: HttpRequest) -> JsonResponse:
     batch = services.create_batch(parse_json_body(request))
     return JsonResponse(
@@ -65,7 +50,7 @@ def _page(request: HttpRequest, creator: str | None) -> JsonResponse:
     page = services.list_batches(
         creator=creator,
         status=request.GET.get("status") or None,
-        limit=services.parse_limit(request.GET.get("limit")),
+        limit=parse_limit(request.GET.get("limit")),
         cursor=request.GET.get("cursor") or None,
     )
     return JsonResponse(
@@ -77,7 +62,6 @@ def _page(request: HttpRequest, creator: str | None) -> JsonResponse:
 
 
 @api_view(scope=ApiScope.READ, methods=("GET",))
-@_translate
 def _list(request: HttpRequest) -> JsonResponse:
     return _page(request, request.GET.get("creator") or None)
 
@@ -96,17 +80,15 @@ def collection(request: HttpRequest) -> HttpResponse:
 
 @when_enabled
 @api_view(scope=ApiScope.READ, methods=("GET",))
-@_translate
 def by_creator(request: HttpRequest, creator: str) -> JsonResponse:
     return _page(request, creator)
 
 
 @when_enabled
 @api_view(scope=ApiScope.READ, methods=("GET",))
-@_translate
 def detail(request: HttpRequest, batch_id: str) -> JsonResponse:
     batch = services.get_batch(batch_id)
-    limit = services.parse_limit(request.GET.get("items_limit"), default=100)
+    limit = parse_limit(request.GET.get("items_limit"), name="items_limit", default=100)
     return JsonResponse(
         services.batch_detail(batch, limit, request.GET.get("items_cursor") or None)
     )
@@ -114,12 +96,11 @@ def detail(request: HttpRequest, batch_id: str) -> JsonResponse:
 
 @when_enabled
 @api_view(scope=ApiScope.WRITE, methods=("POST",))
-@_translate
 def retry(request: HttpRequest, batch_id: str) -> JsonResponse:
     batch = services.get_batch(batch_id)
     count = batch.retry_failed()
     if not count:
-        raise BatchInputError(
+        raise BadRequest(
             "nothing to retry: the batch has no failed items or is still running",
             {"status": batch.status},
             status=409,
@@ -129,13 +110,10 @@ def retry(request: HttpRequest, batch_id: str) -> JsonResponse:
 
 @when_enabled
 @api_view(scope=ApiScope.WRITE, methods=("POST",))
-@_translate
 def cancel(request: HttpRequest, batch_id: str) -> JsonResponse:
     batch = services.get_batch(batch_id)
     if not batch.cancel():
-        raise BatchInputError(
-            "the batch has already finished", {"status": batch.status}, status=409
-        )
+        raise BadRequest("the batch has already finished", {"status": batch.status}, status=409)
     return JsonResponse(services.batch_summary(batch))
 
 

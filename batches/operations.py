@@ -17,6 +17,7 @@ import httpx
 from django.conf import settings
 
 from batches.http_deadline import deadline, deadline_client
+from opsconsole.api import BadRequest
 
 if TYPE_CHECKING:
     from batches.models import BatchItem, BatchOperation
@@ -265,7 +266,7 @@ class BacklogOperation(Operation):
     def process(self, batch: BatchOperation, item: BatchItem, session: Any) -> Any:
         # Imported here: the backlog app is optional for batches, and must not be needed to
         # import this module.
-        from backlog.services import InvalidEntry, enqueue
+        from backlog.services import enqueue
 
         payload = batch.payload
         try:
@@ -275,8 +276,8 @@ class BacklogOperation(Operation):
                 payload.get("reason") or "",
                 substitute_key(payload.get("payload"), item.key),
             )
-        except InvalidEntry as exc:
-            raise PermanentError(f"rejected by the backlog: {exc}") from None
+        except BadRequest as exc:
+            raise PermanentError(f"rejected by the backlog: {exc.describe_fields()}") from None
         return {
             "backlog_entry": getattr(entry, "pk", None),
             "created": bool(getattr(entry, "was_created", True)),

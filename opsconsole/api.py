@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import BadRequest as DjangoBadRequest
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -24,12 +25,23 @@ def json_error(status: int, error: str, details: dict[str, Any] | None = None) -
     return JsonResponse(body, status=status)
 
 
-class BadRequest(Exception):
-    """Raised inside an API view: answered as 400 (or ``status``) with field details."""
+class BadRequest(DjangoBadRequest):
+    """The one error for bad input, whoever reads it: a message, what is wrong per field, and
+    the HTTP ``status`` the API answers with (400, or 404, 409, 413). Services raise it;
+    ``api_view`` answers it as JSON, the commands turn it into CommandError. It is Django's
+    BadRequest too, so a page that lets it through gets Django's 400 page."""
 
     def __init__(self, error: str, details: dict[str, str] | None = None, status: int = 400):
         self.error, self.details, self.status = error, details or {}, status
         super().__init__(error)
+
+    def describe_fields(self) -> str:
+        """``field: problem; field: problem``, for a command's error line."""
+        return "; ".join(f"{name}: {problem}" for name, problem in self.details.items())
+
+    def __str__(self) -> str:
+        fields = self.describe_fields()
+        return f"{self.error} ({fields})" if fields else self.error
 
 
 # Limits of what any JSON body may hold, checked before a view sees it. Deeper or larger values
@@ -142,15 +154,21 @@ def parse_json_body(request: HttpRequest) -> Any:
     return value
 
 
-def int_param(raw: str | None, name: str, *, default: int, minimum: int, maximum: int) -> int:
+def int_param(
+    raw: str | None,
+    name: str,
+    *,
+    default: int,
+    minimum: int,
+    maximum: int,
+    error: str = "invalid filter",
+) -> int:
     """A whole-number query parameter in ASCII digits (``int()`` also takes ``²``-like and
     thousands-long digit strings), or BadRequest naming the parameter and the range."""
     if raw is None or raw == "":
         return default
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 12 and minimum <= int(raw) <= maximum):
-        raise BadRequest(
-            "invalid filter", {name: f"must be a whole number from {minimum} to {maximum}"}
-        )
+        raise BadRequest(error, {name: f"must be a whole number from {minimum} to {maximum}"})
     return int(raw)
 
 

@@ -22,7 +22,7 @@ from django.core.exceptions import (
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 
-from opsconsole.api import body_too_large, json_error
+from opsconsole.api import BadRequest, body_too_large, json_error
 from opsconsole.logging import job_context
 
 logger = logging.getLogger("opsconsole.errors")
@@ -109,6 +109,8 @@ class ApiErrorMiddleware:
         if isinstance(exception, RequestDataTooBig):
             error = body_too_large()
             return json_error(error.status, error.error, error.details)
+        if isinstance(exception, BadRequest):  # raised outside api_view: same JSON answer
+            return json_error(exception.status, exception.error, exception.details)
         if isinstance(exception, SuspiciousOperation | DjangoBadRequest | MultiPartParserError):
             return json_error(400, "bad request", {"request": str(exception)[:200]})
         if isinstance(exception, Http404):

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 
 from backlog import services
 from backlog.models import BacklogEntry, BacklogStatus
+from opsconsole.api import BadRequest
 from tests.conftest import reply
 
 pytestmark = pytest.mark.django_db
@@ -54,9 +55,9 @@ def test_same_key_in_two_sources_are_two_entries():
 
 
 def test_enqueue_refuses_bad_input_and_writes_nothing():
-    with pytest.raises(services.InvalidEntry) as info:
+    with pytest.raises(BadRequest) as info:
         services.enqueue("bad source!", "", payload=[1, 2])  # type: ignore[arg-type]
-    assert set(info.value.errors) == {"source", "key", "payload"}
+    assert set(info.value.details) == {"source", "key", "payload"}
     assert BacklogEntry.objects.count() == 0
 
 
@@ -72,7 +73,7 @@ def test_enqueue_many_skips_keys_already_pending_and_duplicates_in_the_input():
 
 
 def test_parse_entry_lines_names_the_bad_line():
-    with pytest.raises(services.InvalidEntry) as info:
+    with pytest.raises(BadRequest) as info:
         services.parse_entry_lines(["ok", '{"key": "x", "payload": 3}'])
     assert "line 2" in str(info.value)
 

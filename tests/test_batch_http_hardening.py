@@ -18,7 +18,8 @@ from django.db import connection
 from batches.executor import lease_seconds, recover, run_batch
 from batches.models import BatchItem, BatchOperation, ItemStatus
 from batches.operations import get_operation, host_allowed, url_with_key
-from batches.services import BatchInputError, create_batch
+from batches.services import create_batch
+from opsconsole.api import BadRequest
 from opsconsole.env import env_host_list
 from tests.conftest import reply
 
@@ -228,7 +229,7 @@ def test_an_answer_within_the_timeout_still_succeeds_and_a_huge_one_is_read_only
     ],
 )
 def test_keys_with_control_characters_are_refused_naming_the_item(db, key, code):
-    with pytest.raises(BatchInputError) as caught:
+    with pytest.raises(BadRequest) as caught:
         http_batch("http://127.0.0.1:9/items/{key}", ["fine", key])
     assert caught.value.status == 400
     message = caught.value.details["items[1]"]
@@ -287,7 +288,7 @@ def test_url_with_key_keeps_the_template_and_encodes_only_the_key():
 
 def test_a_host_outside_the_allow_list_is_refused_at_creation(client, api_key_factory, settings):
     settings.BATCH_HTTP_ALLOWED_HOSTS = ["api.example.com", ".internal.example"]
-    with pytest.raises(BatchInputError) as caught:
+    with pytest.raises(BadRequest) as caught:
         http_batch("http://127.0.0.1:9/items/{key}", ["a"])
     assert "BATCH_HTTP_ALLOWED_HOSTS" in caught.value.details["payload.url"]
 
@@ -326,7 +327,7 @@ def test_the_allow_list_is_checked_again_when_sending(db, http_server, settings)
 
 
 def test_the_key_cannot_choose_the_host(db):
-    with pytest.raises(BatchInputError) as caught:
+    with pytest.raises(BadRequest) as caught:
         http_batch("http://{key}.example.com/items", ["a"])
     assert "not in the host" in caught.value.details["payload.url"]
 

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backlog import services
 from backlog.models import DEFAULT_SOURCE, BacklogEntry, BacklogStatus
+from opsconsole.api import BadRequest
 from opsconsole.env import format_duration
 
 STATUS_CHOICES = [s.value for s in BacklogStatus]
@@ -125,8 +126,8 @@ class Command(BaseCommand):
                 raise CommandError('--payload must be a JSON object, e.g. \'{"email": "a@b.c"}\'')
         try:
             entry = services.enqueue(options["source"], options["key"], options["reason"], payload)
-        except services.InvalidEntry as exc:
-            raise CommandError(f"not added: {exc}") from None
+        except BadRequest as exc:
+            raise CommandError(f"not added: {exc.describe_fields()}") from None
         if entry.was_created:
             self.stdout.write(f"added {entry.source}:{entry.key} (entry {entry.pk})")
         else:
@@ -151,8 +152,8 @@ class Command(BaseCommand):
             specs = services.parse_entry_lines(
                 lines, source=options["source"], reason=options["reason"] or ""
             )
-        except services.InvalidEntry as exc:
-            raise CommandError(f"nothing added: {exc}") from None
+        except BadRequest as exc:
+            raise CommandError(f"nothing added: {exc.describe_fields()}") from None
         result = services.enqueue_many(specs)
         self.stdout.write(
             f"added {result.added}, already pending {result.already_pending} "

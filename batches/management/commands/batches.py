@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from batches import services
 from batches.executor import recover
-from batches.services import BatchInputError
+from opsconsole.api import BadRequest
+from opsconsole.paging import parse_limit
 
 
 class Command(BaseCommand):
@@ -64,9 +65,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             getattr(self, f"_{options['action']}")(options)
-        except BatchInputError as exc:
-            details = "; ".join(f"{k}: {v}" for k, v in exc.details.items())
-            raise CommandError(f"{exc.error}" + (f" ({details})" if details else "")) from None
+        except BadRequest as exc:
+            raise CommandError(str(exc)) from None
 
     def _create(self, options: dict[str, Any]) -> None:
         keys: list[str] = []
@@ -98,7 +98,7 @@ class Command(BaseCommand):
         page = services.list_batches(
             creator=options["creator"],
             status=options["status"],
-            limit=services.parse_limit(options["limit"]),
+            limit=parse_limit(options["limit"]),
             cursor=options["cursor"],
         )
         if not page.batches:
