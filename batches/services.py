@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import os
 import unicodedata
@@ -14,28 +12,21 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, QuerySet, Sum
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from batches.executor import enqueue_batch, tasks_for
 from batches.models import BatchItem, BatchOperation, BatchStatus, ItemStatus
 from batches.operations import get_operation, operation_names
+from opsconsole.api import BadRequest
 from opsconsole.idempotency import claim_idempotency_key
+from opsconsole.paging import keyset
 from opsconsole.redaction import mask_config
 
 MAX_CREATOR_LENGTH = 100
 MAX_KEY_LENGTH = 200
 MAX_JSON_DEPTH = 32
 INT64 = 2**63
-
-
-class BatchInputError(Exception):
-    """Bad input: ``status`` (400, 404, 409, 413), a message and details per field."""
-
-    def __init__(self, error: str, details: dict[str, str] | None = None, status: int = 400):
-        self.error, self.details, self.status = error, details or {}, status
-        super().__init__(error)
 
 
 def _unstorable(value: Any, depth: int = 0) -> str | None:
@@ -79,11 +70,9 @@ ALLOWED_FIELDS = ("operation", "creator", "items", "payload")
 
 
 def validate_batch(data: Any) -> tuple[str, str, list[str], dict[str, Any]]:
-    """(operation, creator, item keys, normalised payload) or BatchInputError."""
+    """(operation, creator, item keys, normalised payload) or BadRequest."""
     if not isinstance(data, dict):
-        raise BatchInputError(
-            "request body must be a JSON object", {"body": "must be a JSON object"}
-        )
+        raise BadRequest("request body must be a JSON object", {"body": "must be a JSON object"})
     errors: dict[str, str] = {}
     for field_name in data:
         if field_name not in ALLOWED_FIELDS:
@@ -117,7 +106,7 @@ def validate_batch(data: Any) -> tuple[str, str, list[str], dict[str, Any]]:
     else:
         limit = settings.BATCH_OPERATION_MAX_SIZE
         if len(items) > limit:
-            raise BatchInputError(
+            raise BadRequest(
                 f"too many items: {len(items)}; "
                 f"at most {limit} per batch (BATCH_OPERATION_MAX_SIZE)",
                 {"items": f"at most {limit} items"},
@@ -163,7 +152,7 @@ def validate_batch(data: Any) -> tuple[str, str, list[str], dict[str, Any]]:
         normalised, payload_errors = operation.validate_payload(payload)
         errors.update(payload_errors)
     if errors:
-        raise BatchInputError("invalid batch", errors)
+        raise BadRequest("invalid batch", errors)
     return operation_name, creator, keys, normalised
 
 
@@ -194,43 +183,10 @@ def create_batch(data: Any, now: datetime | None = None) -> BatchOperation:
 # --- listing ---------------------------------------------------------------------------------
 
 
-def encode_cursor(created_at: datetime, batch_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{batch_id.hex}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, hex_id = raw.split("|")
-        created_at = parse_datetime(stamp)
-        if created_at is None or created_at.tzinfo is None:
-            raise ValueError
-        return created_at, uuid.UUID(hex=hex_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BatchInputError(
-            "invalid cursor", {"cursor": "not a cursor returned by this API"}
-        ) from None
-
-
 @dataclass
 class Page:
     batches: list[BatchOperation]
     next_cursor: str | None
-
-
-def parse_limit(raw: str | None, default: int = 50) -> int:
-    if raw in (None, ""):
-        return default
-    try:
-        limit = int(raw)
-    except (TypeError, ValueError):
-        raise BatchInputError(
-            "invalid limit", {"limit": "must be a whole number from 1 to 200"}
-        ) from None
-    if not 1 <= limit <= 200:
-        raise BatchInputError("invalid limit", {"limit": "must be a whole number from 1 to 200"})
-    return limit
 
 
 def list_batches(
@@ -247,21 +203,12 @@ def list_batches(
         query = query.filter(creator=creator)
     if status is not None:
         if status not in BatchStatus.values:
-            raise BatchInputError(
+            raise BadRequest(
                 "invalid status", {"status": f"must be one of {', '.join(BatchStatus.values)}"}
             )
         query = query.filter(status=status)
-    if cursor:
-        created_at, batch_id = decode_cursor(cursor)
-        query = query.filter(
-            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=batch_id)
-        )
-    rows = list(query.order_by("-created_at", "-id")[: limit + 1])
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return Page(rows, next_cursor)
+    page = keyset(query, cursor, field="created_at", descending=True, per_page=limit, opaque=True)
+    return Page(page.items, page.next_cursor)
 
 
 def batch_summary(batch: BatchOperation) -> dict[str, Any]:
@@ -285,25 +232,19 @@ def batch_detail(
     batch: BatchOperation, items_limit: int = 100, items_cursor: str | None = None
 ) -> dict[str, Any]:
     """The summary plus one page of items in creation order (``nextItemsCursor`` for more)."""
-    query = batch.items.order_by("id")
-    if items_cursor:
-        try:
-            after = int(items_cursor)
-        except ValueError:
-            raise BatchInputError(
-                "invalid items cursor", {"items_cursor": "not a cursor returned by this API"}
-            ) from None
-        query = query.filter(id__gt=after)
-    rows = list(query[: items_limit + 1])
-    next_cursor = None
-    if len(rows) > items_limit:
-        rows = rows[:items_limit]
-        next_cursor = str(rows[-1].id)
+    page = keyset(
+        batch.items.all(),
+        items_cursor,
+        field="id",
+        descending=False,
+        per_page=items_limit,
+        param="items_cursor",
+    )
     return {
         **batch_summary(batch),
         "payload": mask_config(batch.payload),
-        "items": [item.as_json() for item in rows],
-        "nextItemsCursor": next_cursor,
+        "items": [item.as_json() for item in page.items],
+        "nextItemsCursor": page.next_cursor,
     }
 
 
@@ -311,12 +252,12 @@ def get_batch(batch_id: str) -> BatchOperation:
     try:
         parsed = uuid.UUID(str(batch_id))
     except ValueError:
-        raise BatchInputError(
+        raise BadRequest(
             "unknown batch", {"batchId": "no batch with this id"}, status=404
         ) from None
     batch = BatchOperation.objects.filter(pk=parsed).first()
     if batch is None:
-        raise BatchInputError("unknown batch", {"batchId": "no batch with this id"}, status=404)
+        raise BadRequest("unknown batch", {"batchId": "no batch with this id"}, status=404)
     return batch
 
 
