@@ -46,7 +46,7 @@ class BacklogEntry(models.Model):
             # new sync.
             models.UniqueConstraint(
                 fields=["source", "key"],
-                condition=models.Q(status="pending"),
+                condition=models.Q(status=BacklogStatus.PENDING),
                 name="backlog_one_pending_per_key",
             ),
         ]
@@ -55,7 +55,7 @@ class BacklogEntry(models.Model):
             # pending rows are in it.
             models.Index(
                 fields=["next_attempt_at", "id"],
-                condition=models.Q(status="pending"),
+                condition=models.Q(status=BacklogStatus.PENDING),
                 name="backlog_due_idx",
             ),
             # status, metrics, admin filter: counts by (status, source) from the index alone.
@@ -63,7 +63,7 @@ class BacklogEntry(models.Model):
             # status and the backlog check: "oldest pending entry".
             models.Index(
                 fields=["created_at"],
-                condition=models.Q(status="pending"),
+                condition=models.Q(status=BacklogStatus.PENDING),
                 name="backlog_oldest_pending_idx",
             ),
             # delta view: "added in the window".
@@ -77,7 +77,7 @@ class BacklogEntry(models.Model):
             # the claim reads its rows back by token.
             models.Index(
                 fields=["claim_token"],
-                condition=models.Q(status="processing"),
+                condition=models.Q(status=BacklogStatus.PROCESSING),
                 name="backlog_claim_idx",
             ),
         ]

@@ -199,7 +199,9 @@ class BatchItem(models.Model):
             ),
             # Recovery: "running items whose lease expired" (a small partial index).
             models.Index(
-                fields=["lease_until"], name="batch_item_lease_idx", condition=Q(status="running")
+                fields=["lease_until"],
+                name="batch_item_lease_idx",
+                condition=Q(status=ItemStatus.RUNNING),
             ),
             # Activity view and failure rate: items finished in a window.
             models.Index(fields=["finished_at"], name="batch_item_finished_idx"),

@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from monitoring.checks.runner import run_checks
 from monitoring.kinds import CheckKind, ConfigError, get_kind, kind_names, mask_secrets
-from monitoring.models import Check, CheckRun, can_author_sql
+from monitoring.models import Check, CheckRun, CheckStatus, can_author_sql
 from opsconsole.admin_utils import LargeTableAdminMixin
 from opsconsole.redaction import MASK, holds_mask, mask_config, restore_masked
 
@@ -181,7 +181,7 @@ class CheckAdmin(admin.ModelAdmin):
     def run_now(self, request, queryset):
         results = run_checks(list(queryset[:200]), claim=False)
         for result in results:
-            level = messages.SUCCESS if result.run.status == "ok" else messages.WARNING
+            level = messages.SUCCESS if result.run.status == CheckStatus.OK else messages.WARNING
             self.message_user(
                 request, f"{result.check.name}: {result.run.status} {result.run.message}", level
             )
@@ -193,7 +193,7 @@ class CheckAdmin(admin.ModelAdmin):
     @admin.action(description="Disable (pause)", permissions=["change"])
     def disable(self, request, queryset):
         self.message_user(
-            request, f"Disabled {queryset.update(enabled=False, status='paused')} checks."
+            request, f"Disabled {queryset.update(enabled=False, status=CheckStatus.PAUSED)} checks."
         )
 
 

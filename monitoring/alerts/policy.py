@@ -12,15 +12,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from monitoring.models import Alert, EscalationPolicy, NotificationChannel, StepKind
+from monitoring.models import (
+    Alert,
+    AlertSeverity,
+    EscalationPolicy,
+    NotificationChannel,
+    StepKind,
+)
 
 DEFAULT_POLICIES: dict[str, dict] = {
-    "critical": {
+    AlertSeverity.CRITICAL: {
         "steps": [{"after": 0, "channels": []}, {"after": 1800, "channels": []}],
         "repeat": 900,
     },
-    "warning": {"steps": [{"after": 3600, "channels": []}], "repeat": None},
-    "info": {"steps": [], "repeat": None},
+    AlertSeverity.WARNING: {"steps": [{"after": 3600, "channels": []}], "repeat": None},
+    AlertSeverity.INFO: {"steps": [], "repeat": None},
 }
 
 

@@ -10,7 +10,14 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from monitoring.models import Alert, AlertEvent, AlertEventKind, AlertSeverity, CheckRun
+from monitoring.models import (
+    Alert,
+    AlertEvent,
+    AlertEventKind,
+    AlertSeverity,
+    AlertStatus,
+    CheckRun,
+)
 from opsconsole.env import format_duration
 
 RECENT_RUNS = 10
@@ -112,7 +119,7 @@ def escalation_report(alert: Alert, inputs: ReportInputs, now: datetime | None =
         f"Status: {alert.status}"
         + (
             f" by {alert.acknowledged_by}"
-            if alert.acknowledged_by and alert.status == "acknowledged"
+            if alert.acknowledged_by and alert.status == AlertStatus.ACKNOWLEDGED
             else ""
         ),
         "Attempted Fixes:" + (f"\n{fixes}" if fixes else " none recorded yet"),

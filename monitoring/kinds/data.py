@@ -23,6 +23,7 @@ from monitoring.kinds import (
     require_str,
 )
 from monitoring.kinds.common import accept_database_key, duration, validate_database_target
+from monitoring.models import CheckStatus
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
@@ -280,7 +281,7 @@ class FreshnessKind(CheckKind):
         raw = row[0] if row else None
         if raw is None:
             return Observation(
-                status="critical",
+                status=CheckStatus.CRITICAL,
                 message="no rows: the table is empty or the query matched nothing",
             )
         newest = _as_datetime(raw)
@@ -363,7 +364,7 @@ class SqlValueKind(CheckKind):
         if raw is None:
             if "null_as" not in config:
                 return Observation(
-                    status="critical",
+                    status=CheckStatus.CRITICAL,
                     message="the query returned no value (no rows or NULL); "
                     "set null_as to treat that as a number",
                 )

@@ -16,6 +16,7 @@ from django.utils import timezone
 from monitoring.kinds import CheckKind, ConfigError, Observation, check_known_keys, register
 from monitoring.kinds.common import duration
 from monitoring.models import Check as CheckModel
+from monitoring.models import CheckStatus
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
@@ -84,9 +85,13 @@ class HeartbeatKind(CheckKind):
 
         if event == PingEvent.START:
             # A start is not a verdict: a late or failed check stays so until the job finishes.
-            keep = check.status if check.status in ("warning", "critical") else "ok"
+            keep = (
+                check.status
+                if check.status in (CheckStatus.WARNING, CheckStatus.CRITICAL)
+                else CheckStatus.OK
+            )
             message = "job started" + (
-                f"; still {keep}: {check.last_message}" if keep != "ok" else ""
+                f"; still {keep}: {check.last_message}" if keep != CheckStatus.OK else ""
             )
             return Observation(
                 status=keep,
@@ -100,21 +105,21 @@ class HeartbeatKind(CheckKind):
         if took is not None:
             details["duration_seconds"] = round(took, 3)
         if event == PingEvent.FAIL or (exit_code is not None and exit_code != 0):
-            status = "critical"
+            status = CheckStatus.CRITICAL
             message = f"job exited with code {exit_code}" if exit_code else "job reported failure"
         else:
             status, message = (
-                "ok",
+                CheckStatus.OK,
                 "job finished" if took is None else f"job finished in {format_duration(took)}",
             )
             if took is not None and config.get("min_duration") and took < config["min_duration"]:
-                status = "warning"
+                status = CheckStatus.WARNING
                 message = (
                     f"job finished in {format_duration(took)}, shorter than "
                     f"min_duration {format_duration(config['min_duration'])}"
                 )
             elif took is not None and config.get("max_duration") and took > config["max_duration"]:
-                status = "warning"
+                status = CheckStatus.WARNING
                 message = (
                     f"job took {format_duration(took)}, longer than "
                     f"max_duration {format_duration(config['max_duration'])}"
@@ -126,7 +131,9 @@ class HeartbeatKind(CheckKind):
             details=details,
             state={
                 "last_ping_at": stamp,
-                "last_event": PingEvent.FAIL if status == "critical" else PingEvent.SUCCESS,
+                "last_event": PingEvent.FAIL
+                if status == CheckStatus.CRITICAL
+                else PingEvent.SUCCESS,
                 "last_event_at": stamp,
                 "started_at": None,
                 "last_ping_status": status,
@@ -161,7 +168,7 @@ class HeartbeatKind(CheckKind):
         max_duration = config.get("max_duration")
         if running_for is not None and max_duration and running_for > max_duration:
             return Observation(
-                status="critical",
+                status=CheckStatus.CRITICAL,
                 details=details,
                 message=(
                     f"started {format_duration(running_for)} ago and not finished "
@@ -174,13 +181,17 @@ class HeartbeatKind(CheckKind):
                 if last_ping
                 else (f"no ping since the check was created {format_duration(since)} ago")
             )
-            return Observation(status="critical", details=details, message=f"late: {what}, {every}")
+            return Observation(
+                status=CheckStatus.CRITICAL, details=details, message=f"late: {what}, {every}"
+            )
         if not last_ping:
             return Observation(
-                status="unknown", details=details, message=f"waiting for the first ping, {every}"
+                status=CheckStatus.UNKNOWN,
+                details=details,
+                message=f"waiting for the first ping, {every}",
             )
-        last_status = state.get("last_ping_status") or "ok"
-        if last_status != "ok":
+        last_status = state.get("last_ping_status") or CheckStatus.OK
+        if last_status != CheckStatus.OK:
             return Observation(
                 status=last_status,
                 details=details,
@@ -194,7 +205,7 @@ class HeartbeatKind(CheckKind):
         else:
             overdue = format_duration(-due_in)
             message = f"last ping {format_duration(since)} ago, due {overdue} ago, within grace"
-        return Observation(status="ok", details=details, message=message)
+        return Observation(status=CheckStatus.OK, details=details, message=message)
 
     def next_due(self, check: Check) -> datetime | None:
         """When the job is due to ping next (None before the first ping)."""

@@ -11,6 +11,7 @@ import psutil
 
 from monitoring.kinds import CheckKind, ConfigError, Observation, check_known_keys, register
 from monitoring.kinds.common import choice, positive_number
+from monitoring.models import CheckStatus
 
 if TYPE_CHECKING:
     from monitoring.checks.runner import ProbeContext
@@ -229,7 +230,7 @@ class ProcessKind(CheckKind):
         if len(identities) < config.get("min_count", 1):
             return Observation(
                 value=0 if config.get("metric") == "count" else None,
-                status="critical",
+                status=CheckStatus.CRITICAL,
                 message=f"none running matching {label!r}"
                 if not identities
                 else f"{len(identities)} running matching {label!r}, expected at least {config['min_count']}",
@@ -238,9 +239,9 @@ class ProcessKind(CheckKind):
             )
         restart_status = None
         if len(restarts) > config.get("restarts_crit", 20):
-            restart_status = "critical"
+            restart_status = CheckStatus.CRITICAL
         elif len(restarts) > config.get("restarts_warn", 5):
-            restart_status = "warning"
+            restart_status = CheckStatus.WARNING
         value = {
             "rss_mb": rss_mb,
             "cpu": cpu_pct,

@@ -20,6 +20,7 @@ from monitoring.kinds import (
     require_str,
 )
 from monitoring.kinds.common import accept_database_key, choice, validate_database_target
+from monitoring.models import CheckStatus
 
 if TYPE_CHECKING:
     from monitoring.checks.runner import ProbeContext
@@ -91,7 +92,7 @@ class HttpKind(CheckKind):
         if response.status_code not in expected:
             return Observation(
                 value=round(latency, 1),
-                status="critical",
+                status=CheckStatus.CRITICAL,
                 message=f"HTTP {response.status_code}, expected {', '.join(map(str, expected))}",
                 details=details,
             )
@@ -99,7 +100,7 @@ class HttpKind(CheckKind):
         if keyword and keyword not in response.text:
             return Observation(
                 value=round(latency, 1),
-                status="critical",
+                status=CheckStatus.CRITICAL,
                 message=f"response does not contain {keyword!r}",
                 details=details,
             )

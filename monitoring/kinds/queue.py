@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitoring.kinds import CheckKind, ConfigError, Observation, check_known_keys, register
 from monitoring.kinds.common import duration
-from monitoring.models import worst
+from monitoring.models import CheckStatus, worst
 from monitoring.observability.readings import QueueReading, read_queue
 from opsconsole.env import format_duration
 
@@ -74,13 +74,15 @@ class QueueKind(CheckKind):
         problems = judge(reading, config, warn, crit)
         queued, alive = reading.queued or 0, reading.clusters_alive or 0
         failures, done = reading.failed_last_hour, reading.finished_last_hour
-        status = worst(*(level for level, _ in problems)) if problems else "ok"
+        status = worst(*(level for level, _ in problems)) if problems else CheckStatus.OK
         summary = (
             f"{queued} queued, {reading.in_flight} in flight, "
             f"{failures} failed / {done} done in the last hour, "
             f"{alive} cluster{'s' if alive != 1 else ''} alive"
         )
-        message = "; ".join(text for _, text in sorted(problems, key=lambda p: p[0] != "critical"))
+        message = "; ".join(
+            text for _, text in sorted(problems, key=lambda p: p[0] != CheckStatus.CRITICAL)
+        )
         return Observation(
             value=queued,
             status=status,
@@ -102,10 +104,10 @@ class QueueKind(CheckKind):
 def grade(value: float, warn: float | None, crit: float | None) -> str:
     """The level of one measure: over ``crit`` critical, over ``warn`` warning."""
     if crit is not None and value > crit:
-        return "critical"
+        return CheckStatus.CRITICAL
     if warn is not None and value > warn:
-        return "warning"
-    return "ok"
+        return CheckStatus.WARNING
+    return CheckStatus.OK
 
 
 def judge(
@@ -117,7 +119,7 @@ def judge(
 
     def add(value: float, warn: float | None, crit: float | None, text: str) -> None:
         level = grade(value, warn, crit)
-        if level != "ok":
+        if level != CheckStatus.OK:
             problems.append((level, text))
 
     alive = reading.clusters_alive or 0
@@ -125,7 +127,7 @@ def judge(
     if alive < config["min_clusters"]:
         problems.append(
             (
-                "critical",
+                CheckStatus.CRITICAL,
                 f"no cluster alive ({alive} of {config['min_clusters']} expected): "
                 "the queue is stalled; start `manage.py qcluster`",
             )

@@ -86,7 +86,7 @@ class Alert(models.Model):
             # The hook's "find the active alert of this problem" relies on there being one.
             models.UniqueConstraint(
                 fields=["dedup_key"],
-                condition=models.Q(status__in=["open", "acknowledged"]),
+                condition=models.Q(status__in=[*ACTIVE_STATUSES]),
                 name="alert_one_active_per_key",
             ),
         ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
-from monitoring.models import Check
+from monitoring.models import Check, CheckStatus
 from monitoring.observability.readings import (
     overall_state,
     read_queue,
@@ -21,7 +21,13 @@ from monitoring.observability.readings import (
 )
 
 # opsconsole_check_status values; paused checks report as unknown (they are not measured).
-STATUS_VALUES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3, "paused": 3}
+STATUS_VALUES = {
+    CheckStatus.OK: 0,
+    CheckStatus.WARNING: 1,
+    CheckStatus.CRITICAL: 2,
+    CheckStatus.UNKNOWN: 3,
+    CheckStatus.PAUSED: 3,
+}
 
 
 def check_metrics(now: datetime) -> Iterable[Any]:

@@ -19,7 +19,8 @@ from monitoring.observability.readings import (
 )
 from monitoring.observability.stalled import describe
 
-OK, WARNING, CRITICAL = "ok", "warning", "critical"
+# A finding is graded like a check.
+OK, WARNING, CRITICAL = CheckStatus.OK, CheckStatus.WARNING, CheckStatus.CRITICAL
 LEVEL_RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
 
 

@@ -31,7 +31,7 @@ from django_q.signing import SignedPackage
 from django_q.status import Stat
 from redis.exceptions import RedisError
 
-from monitoring.models import SEVERITY_RANK, Alert, Check, CheckStatus
+from monitoring.models import SEVERITY_RANK, Alert, AlertSeverity, AlertStatus, Check, CheckStatus
 from opsconsole.env import parse_database_url
 from opsconsole.redis_guard import redis_client
 
@@ -314,11 +314,11 @@ def overall_state() -> OverallState:
         if n and SEVERITY_RANK.get(CheckStatus(name), 0) > SEVERITY_RANK[CheckStatus(status)]:
             status = name
     open_alerts = 0
-    rows = Alert.objects.filter(status="open").values("severity").annotate(n=Count("id"))
+    rows = Alert.objects.filter(status=AlertStatus.OPEN).values("severity").annotate(n=Count("id"))
     for row in rows:
         open_alerts += row["n"]
         severity = str(row["severity"]).lower()
-        if severity in ("warning", "critical") and (
+        if severity in (AlertSeverity.WARNING, AlertSeverity.CRITICAL) and (
             SEVERITY_RANK[CheckStatus(severity)] > SEVERITY_RANK[CheckStatus(status)]
         ):
             status = severity

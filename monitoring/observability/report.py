@@ -33,7 +33,13 @@ logger = logging.getLogger(__name__)
 WIDTH = 80
 HEAVY = "═" * WIDTH
 LIGHT = "─" * WIDTH
-ICON = {"ok": "✅", "warning": "⚠️ ", "critical": "❌", "unknown": "❔", "paused": "⏸ "}
+ICON = {
+    CheckStatus.OK: "✅",
+    CheckStatus.WARNING: "⚠️ ",
+    CheckStatus.CRITICAL: "❌",
+    CheckStatus.UNKNOWN: "❔",
+    CheckStatus.PAUSED: "⏸ ",
+}
 DATA_KINDS = ("freshness", "sql_value")
 
 
@@ -161,7 +167,9 @@ def render(data: dict[str, Any]) -> str:
     queue = data["queue"]
     clusters = queue["clusters_alive"]
     queue_ok = queue["reachable"] and (clusters is None or clusters > 0)
-    lines.append(f"{ICON['ok' if queue_ok else 'critical']} task queue ({queue['broker']} broker)")
+    lines.append(
+        f"{ICON[CheckStatus.OK if queue_ok else CheckStatus.CRITICAL]} task queue ({queue['broker']} broker)"
+    )
     lines.append(
         f"   Workers alive: {'unknown' if clusters is None else clusters} | "
         f"Queued: {'unknown' if queue['queued'] is None else queue['queued']} | "

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from monitoring.alerts.lifecycle import raise_alert, resolve_alert
-from monitoring.models import Alert
+from monitoring.models import ACTIVE_STATUSES, Alert, AlertSeverity
 from monitoring.observability.readings import SchedulerReading, read_scheduler
 from opsconsole.env import format_duration
 
@@ -49,13 +49,18 @@ def raise_monitoring_stalled(reading: SchedulerReading, now: datetime | None = N
 
 
 def _open_alert(message: str, now: datetime) -> str:
-    if Alert.objects.filter(dedup_key=DEDUP_KEY, status__in=["open", "acknowledged"]).exists():
+    if Alert.objects.filter(dedup_key=DEDUP_KEY, status__in=ACTIVE_STATUSES).exists():
         return "open"
     try:
         with transaction.atomic():
             # The alert engine's entry point: escalation and the timeline follow.
             raise_alert(
-                DEDUP_KEY, "critical", TITLE, message=message, component="opsconsole", now=now
+                DEDUP_KEY,
+                AlertSeverity.CRITICAL,
+                TITLE,
+                message=message,
+                component="opsconsole",
+                now=now,
             )
     except IntegrityError:
         return "open"  # another process opened it a moment ago (one active alert per key)
@@ -66,9 +71,7 @@ def _open_alert(message: str, now: datetime) -> str:
 def resolve_monitoring_stalled(now: datetime | None = None) -> int:
     """Resolves an open stalled alert once checks run again; returns how many were resolved."""
     try:
-        active = list(
-            Alert.objects.filter(dedup_key=DEDUP_KEY, status__in=["open", "acknowledged"])
-        )
+        active = list(Alert.objects.filter(dedup_key=DEDUP_KEY, status__in=ACTIVE_STATUSES))
         for alert in active:
             resolve_alert(alert, "Checks are running again", now)
         return len(active)

@@ -10,12 +10,14 @@ from datetime import datetime
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from monitoring.models import CheckStatus
+
 STATUS_FILL = {
-    "ok": "#dafbe1",
-    "warning": "#fff8c5",
-    "critical": "#ffebe9",
-    "unknown": "#eaeef2",
-    "paused": "#eaeef2",
+    CheckStatus.OK: "#dafbe1",
+    CheckStatus.WARNING: "#fff8c5",
+    CheckStatus.CRITICAL: "#ffebe9",
+    CheckStatus.UNKNOWN: "#eaeef2",
+    CheckStatus.PAUSED: "#eaeef2",
 }
 LINE = {"value": "#0969da", "duration_ms": "#8250df"}
 

@@ -18,7 +18,15 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from monitoring.models import SEVERITY_RANK, Alert, Check, CheckStatus
+from monitoring.models import (
+    ACTIVE_STATUSES,
+    SEVERITY_RANK,
+    Alert,
+    AlertSeverity,
+    AlertStatus,
+    Check,
+    CheckStatus,
+)
 from monitoring.observability.readings import QueueReading, overall_state, read_queue
 from opsconsole.page_access import staff_page
 from opsconsole.registries import DashboardPanel, dashboard_panels, register_panel
@@ -62,7 +70,7 @@ def check_groups(checks: list[Check]) -> list[dict[str, Any]]:
                 "status": max(
                     (c.status for c in members if c.enabled),
                     key=lambda s: SEVERITY_RANK[CheckStatus(s)],
-                    default="paused",
+                    default=CheckStatus.PAUSED,
                 ),
                 "checks": members,
             }
@@ -86,14 +94,18 @@ def freshness_panel(now: datetime) -> dict[str, Any] | None:
 
 
 def open_alerts() -> dict[str, Any]:
-    active = Alert.objects.filter(status__in=["open", "acknowledged"])
+    active = Alert.objects.filter(status__in=ACTIVE_STATUSES)
     # Open before acknowledged, then the most severe, then the oldest: the ones to act on.
     alerts = list(
         active.select_related("check_obj").order_by("-status", "opened_at")[: ALERTS_SHOWN * 3]
     )
-    rank = {"critical": 0, "warning": 1, "info": 2}
+    rank = {AlertSeverity.CRITICAL: 0, AlertSeverity.WARNING: 1, AlertSeverity.INFO: 2}
     alerts.sort(
-        key=lambda a: (a.status != "open", rank.get(str(a.severity).lower(), 3), a.opened_at)
+        key=lambda a: (
+            a.status != AlertStatus.OPEN,
+            rank.get(str(a.severity).lower(), 3),
+            a.opened_at,
+        )
     )
     return {"alerts": alerts[:ALERTS_SHOWN], "total": active.count()}
 

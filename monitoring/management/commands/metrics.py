@@ -2,10 +2,10 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from monitoring.observability.health import CRITICAL, LEVEL_RANK, WARNING, findings, overall
+from monitoring.observability.health import CRITICAL, LEVEL_RANK, OK, WARNING, findings, overall
 from monitoring.observability.snapshot import collect_families, render_families
 
-_MARK = {"ok": "OK  ", "warning": "WARN", "critical": "CRIT"}
+_MARK = {OK: "OK  ", WARNING: "WARN", CRITICAL: "CRIT"}
 
 
 class Command(BaseCommand):

@@ -9,7 +9,12 @@ from monitoring.checks.runner import run_checks, run_due_checks
 from monitoring.models import SEVERITY_RANK, Check, CheckStatus
 from opsconsole.logging import job_context
 
-_COLOURS = {"ok": "\033[32m", "warning": "\033[33m", "critical": "\033[31m", "unknown": "\033[90m"}
+_COLOURS = {
+    CheckStatus.OK: "\033[32m",
+    CheckStatus.WARNING: "\033[33m",
+    CheckStatus.CRITICAL: "\033[31m",
+    CheckStatus.UNKNOWN: "\033[90m",
+}
 
 
 class Command(BaseCommand):
