@@ -13,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from monitoring.models import CheckStatus
 from monitoring.observability.readings import (
     overall_state,
     read_database,
@@ -135,7 +136,7 @@ def status_components() -> dict[str, dict]:
 
 def _overall(components: dict[str, dict]) -> dict[str, str]:
     if components["database"]["state"] != "up":
-        return {"state": "unknown", "summary": "database unreachable"}
+        return {"state": CheckStatus.UNKNOWN, "summary": "database unreachable"}
     state = overall_state()
     return {"state": state.status, "summary": state.summary}
 
