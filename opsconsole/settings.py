@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from opsconsole.datadir import data_dir, read_development_key
 from opsconsole.env import (
     env_bool,
     env_choice,
@@ -23,13 +23,13 @@ from opsconsole.env import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "data"))).resolve()
+DATA_DIR = data_dir()
 
 DEBUG = env_bool("DEBUG", False)
 
 
 def _secret_key() -> tuple[str, bool]:
-    """The configured key, or a per-installation development key kept in the data folder."""
+    """The configured key, or the per-installation development key kept in the data folder."""
     configured = env_str("SECRET_KEY")
     if configured:
         if len(configured) < 32:
@@ -37,18 +37,9 @@ def _secret_key() -> tuple[str, bool]:
                 "Environment variable SECRET_KEY: use at least 32 characters"
             )
         return configured, False
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    key_file = DATA_DIR / "secret_key"
-    if not key_file.exists():
-        # O_EXCL: two processes starting together must agree on one key.
-        try:
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(50))
-    return key_file.read_text().strip(), True
+    # The entry points make the key file before the settings load (prepare_data_dir); a process
+    # started another way before it exists signs with a key of its own, never a fixed one.
+    return read_development_key(DATA_DIR) or secrets.token_urlsafe(50), True
 
 
 SECRET_KEY, DEVELOPMENT_MODE = _secret_key()
@@ -115,17 +106,10 @@ DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     _default_db = parse_database_url(DATABASE_URL)
 else:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
     _default_db = sqlite_database(str(DATA_DIR / "opsconsole.sqlite3"))
 _default_db["ENGINE"] = _default_db["ENGINE"].replace(
     "django.db.backends.", "django_prometheus.db.backends."
 )
-# A file-backed SQLite test database, so that tests can start real worker processes on it.
-_test_name = env_str("TEST_DATABASE_NAME")
-if not _test_name and "sqlite" in _default_db["ENGINE"]:
-    _test_name = f"/tmp/opsconsole-test-{os.getpid()}.sqlite3"
-if _test_name:
-    _default_db["TEST"] = {"NAME": _test_name}
 DATABASES = {"default": _default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
+
+from opsconsole.datadir import prepare_data_dir, read_development_key
 
 # Playwright's sync API runs an event loop in the test thread; the ORM calls the tests make
 # beside it are still synchronous and safe.
@@ -41,6 +44,30 @@ def skip_or_fail(reason: str, required_by: str = "REQUIRE_SERVICES") -> None:
     if _required(required_by):
         pytest.fail(f"{reason} (required here: {required_by}=1)")
     pytest.skip(reason)
+
+
+# --- test-only settings ----------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Without SECRET_KEY the run signs with the installation's development key, like the
+    manage.py processes the tests start: settings only read the key, so it is made here, as
+    manage.py makes it."""
+    if settings.DEVELOPMENT_MODE:
+        settings.SECRET_KEY = read_development_key(prepare_data_dir()) or settings.SECRET_KEY
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    """The test database: ``TEST_DATABASE_NAME`` (two runs can share a server), else on SQLite
+    a file of this run, so that tests can start real worker processes on it. (No xdist here:
+    pytest-django's per-worker suffix is not needed.)"""
+    database = settings.DATABASES["default"]
+    name = os.environ.get("TEST_DATABASE_NAME") or (
+        f"/tmp/opsconsole-test-{os.getpid()}.sqlite3" if "sqlite" in database["ENGINE"] else ""
+    )
+    if name:
+        database.setdefault("TEST", {})["NAME"] = name
 
 
 # --- loopback HTTP servers -------------------------------------------------------------------

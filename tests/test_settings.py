@@ -66,7 +66,8 @@ def _start(env_overrides: dict[str, str], tmp_path) -> subprocess.CompletedProce
         {"DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "opsconsole.settings"},
         **env_overrides,
     )
-    code = "import django; django.setup(); from django.conf import settings; print(settings.DEBUG, settings.CHECKS_MAX_CONCURRENCY)"
+    # Started as the web server starts (the WSGI module), which prepares the data folder.
+    code = "import opsconsole.wsgi; from django.conf import settings; print(settings.DEBUG, settings.CHECKS_MAX_CONCURRENCY)"
     return subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
