@@ -53,6 +53,17 @@ def test_loads_checks_and_is_idempotent(tmp_path, capsys):
 
 
 @pytest.mark.django_db
+def test_checks_without_interval_or_timeout_take_the_configured_defaults(tmp_path, settings):
+    settings.CHECKS_DEFAULT_INTERVAL = 300
+    settings.CHECKS_DEFAULT_TIMEOUT = 2.5
+    call_command("loadchecks", str(write(tmp_path, GOOD)))
+    disk = Check.objects.get(name="host-disk")
+    assert (disk.interval_seconds, disk.timeout_seconds) == (300, 2.5)
+    made = Check.objects.create(name="made-in-the-admin", kind="heartbeat")
+    assert (made.interval_seconds, made.timeout_seconds) == (300, 2.5)
+
+
+@pytest.mark.django_db
 def test_json_files_load_too(tmp_path):
     path = write(
         tmp_path,

@@ -18,6 +18,7 @@ from django.db import transaction
 
 from monitoring.kinds import ConfigError, get_kind
 from monitoring.models import Check, Direction
+from monitoring.models.checks import default_interval_seconds, default_timeout_seconds
 from opsconsole.env import parse_duration
 
 CHECK_FIELDS = {
@@ -141,8 +142,8 @@ def validate_check(
                 problem(key, text)
 
     for key, model_field, default in (
-        ("interval", "interval_seconds", 60.0),
-        ("timeout", "timeout_seconds", 10.0),
+        ("interval", "interval_seconds", default_interval_seconds()),
+        ("timeout", "timeout_seconds", default_timeout_seconds()),
     ):
         try:
             seconds = parse_duration(raw.get(key, default))

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -50,14 +51,25 @@ class Direction(models.TextChoices):
     BELOW = "below", "Value below threshold is bad"
 
 
+def default_interval_seconds() -> int:
+    """CHECKS_DEFAULT_INTERVAL, read when a check is made without an interval (never frozen
+    at import: a changed setting applies to the next check made)."""
+    return int(settings.CHECKS_DEFAULT_INTERVAL)
+
+
+def default_timeout_seconds() -> float:
+    """CHECKS_DEFAULT_TIMEOUT, read when a check is made without a timeout."""
+    return float(settings.CHECKS_DEFAULT_TIMEOUT)
+
+
 class Check(models.Model):
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=30)
     component = models.CharField(max_length=100, blank=True, default="")
     description = models.TextField(blank=True, default="")
     config = models.JSONField(default=dict, blank=True)
-    interval_seconds = models.PositiveIntegerField(default=60)
-    timeout_seconds = models.FloatField(default=10.0)
+    interval_seconds = models.PositiveIntegerField(default=default_interval_seconds)
+    timeout_seconds = models.FloatField(default=default_timeout_seconds)
     warn = models.FloatField(null=True, blank=True, help_text="Empty: the kind's default.")
     crit = models.FloatField(null=True, blank=True, help_text="Empty: the kind's default.")
     direction = models.CharField(
