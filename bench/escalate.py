@@ -36,9 +36,9 @@ from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from monitoring.alerts.bulk import insert_rows  # noqa: E402
 from monitoring.alerts.escalation import escalate_pass  # noqa: E402
 from monitoring.models import Alert, Notification, NotificationChannel  # noqa: E402
+from opsconsole.bulk import insert_rows  # noqa: E402
 
 TARGET_SECONDS = 2.0
 

@@ -24,7 +24,6 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from monitoring.alerts.bulk import insert_rows
 from monitoring.alerts.delivery import Outgoing, build_grouped, build_single, deliver
 from monitoring.alerts.policy import ChannelSet, due_notifications, load_policies
 from monitoring.alerts.report import load_report_inputs
@@ -41,6 +40,7 @@ from monitoring.models import (
     StepKind,
 )
 from monitoring.observability.stalled import check_monitoring_stalled
+from opsconsole.bulk import insert_rows
 from opsconsole.logging import job_context
 from opsconsole.retry import backoff_seconds
 

@@ -28,6 +28,7 @@ from monitoring.models import (
     NotificationStatus,
     StepKind,
 )
+from opsconsole.bulk import insert_rows
 
 FLAP_WINDOW = 21
 # "status changed in >= 30 % of the last 21 runs": 6.3 changes, so 7.
@@ -142,16 +143,17 @@ def resolve_alert(
             "channel_id", flat=True
         )
     )
-    Notification.objects.bulk_create(
+    insert_rows(
+        Notification,
         [
-            Notification(
-                alert=alert,
-                channel_id=channel_id,
-                step_kind=StepKind.RECOVERY,
-                purpose=Notification.Purpose.RECOVERY,
-                next_attempt_at=now,
-                created_at=now,
-            )
+            {
+                "alert_id": alert.pk,
+                "channel_id": channel_id,
+                "step_kind": StepKind.RECOVERY,
+                "purpose": Notification.Purpose.RECOVERY,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
             for channel_id in sorted(told)
         ],
         ignore_conflicts=True,
