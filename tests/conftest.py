@@ -230,6 +230,25 @@ def postgres_dsn() -> str:
 
 
 @pytest.fixture(autouse=True)
+def _no_task_left_queued_by_an_earlier_test() -> None:
+    """With the Redis broker, a task an earlier test queued (no cluster ran it) would stay in
+    the list and count as "queued" here; the list is this test run's own key, in its own DB."""
+    if not settings.REDIS_URL:
+        return
+    # Imported here: django_q.conf reads the settings when it is imported.
+    import redis
+    from django_q.conf import Conf
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.delete(f"django_q:{Conf.CLUSTER_NAME}:q")
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
+@pytest.fixture(autouse=True)
 def _sql_checks_may_run_as_the_test_superuser(settings) -> None:
     # The test servers' roles are superusers; tests/test_sql_safety.py turns this off again
     # to prove the refusal and runs its attacks as a least-privilege role.
