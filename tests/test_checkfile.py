@@ -155,6 +155,22 @@ def test_every_problem_is_listed_at_once(tmp_path):
 
 
 @pytest.mark.django_db
+def test_a_channel_or_window_named_by_a_list_or_mapping_is_refused_not_a_crash(tmp_path):
+    text = """
+    channels:
+      - {name: [1, 2], kind: webhook, url: "http://127.0.0.1:9/x"}
+    maintenance:
+      - {name: {a: 1}, component: api, start: "2026-01-01T00:00:00Z", end: "2026-01-02T00:00:00Z"}
+    """
+    with pytest.raises(CommandError) as error:
+        call_command("loadchecks", str(write(tmp_path, text)))
+    message = str(error.value)
+    assert "channels[0]: name: is required" in message
+    assert "maintenance[0]: name: is required" in message
+    assert "nothing was written" in message
+
+
+@pytest.mark.django_db
 def test_unreadable_or_malformed_files_are_refused(tmp_path):
     with pytest.raises(CommandError, match="cannot read"):
         call_command("loadchecks", str(tmp_path / "missing.yaml"))

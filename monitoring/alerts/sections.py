@@ -27,27 +27,45 @@ CHANNEL_FIELDS = {"name", "kind", "url", "to", "min_severity", "enabled"}
 WINDOW_FIELDS = {"name", "check", "component", "start", "end", "reason"}
 
 
+def _named_entry(
+    entry: Any,
+    section: str,
+    noun: str,
+    index: int,
+    allowed: set[str] | frozenset[str],
+    seen: set[str],
+    problems: list[str],
+) -> tuple[Any, str] | None:
+    """(name, how problems name the entry) of one entry of a list section, after the checks
+    every such entry shares: a mapping, a unique name of up to 100 characters, known fields.
+    None when the entry is not a mapping at all."""
+    if not isinstance(entry, dict):
+        problems.append(f"{section}[{index}]: must be a mapping")
+        return None
+    name = entry.get("name")
+    where = f"{noun} {name!r}" if isinstance(name, str) and name else f"{section}[{index}]"
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        problems.append(f"{where}: name: is required (up to 100 characters)")
+    elif name in seen:
+        problems.append(f"{where}: name: appears more than once")
+    else:
+        seen.add(name)
+    for key in entry:
+        if key not in allowed:
+            problems.append(f"{where}: {key}: unknown field; allowed: {', '.join(sorted(allowed))}")
+    return name, where
+
+
 def _validate_channels(raw: Any, document: dict, problems: list[str]) -> list[dict]:
     if not isinstance(raw, list):
         problems.append("channels: must be a list of {name, kind, url|to, min_severity}")
         return []
     parsed, seen = [], set()
     for index, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            problems.append(f"channels[{index}]: must be a mapping")
+        named = _named_entry(entry, "channels", "channel", index, CHANNEL_FIELDS, seen, problems)
+        if named is None:
             continue
-        name = entry.get("name")
-        where = f"channel {name!r}" if isinstance(name, str) and name else f"channels[{index}]"
-        if not isinstance(name, str) or not name.strip() or len(name) > 100:
-            problems.append(f"{where}: name: is required (up to 100 characters)")
-        elif name in seen:
-            problems.append(f"{where}: name: appears more than once")
-        seen.add(name)
-        for key in entry:
-            if key not in CHANNEL_FIELDS:
-                problems.append(
-                    f"{where}: {key}: unknown field; allowed: {', '.join(sorted(CHANNEL_FIELDS))}"
-                )
+        name, where = named
         kind = entry.get("kind")
         if kind not in ChannelKind.values:
             problems.append(f"{where}: kind: must be one of {', '.join(ChannelKind.values)}")
@@ -216,23 +234,12 @@ def _validate_maintenance(raw: Any, document: dict, problems: list[str]) -> list
     }
     parsed, seen = [], set()
     for index, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            problems.append(f"maintenance[{index}]: must be a mapping")
-            continue
-        name = entry.get("name")
-        where = (
-            f"maintenance {name!r}" if isinstance(name, str) and name else f"maintenance[{index}]"
+        named = _named_entry(
+            entry, "maintenance", "maintenance", index, WINDOW_FIELDS, seen, problems
         )
-        if not isinstance(name, str) or not name.strip() or len(name) > 100:
-            problems.append(f"{where}: name: is required (up to 100 characters)")
-        elif name in seen:
-            problems.append(f"{where}: name: appears more than once")
-        seen.add(name)
-        for key in entry:
-            if key not in WINDOW_FIELDS:
-                problems.append(
-                    f"{where}: {key}: unknown field; allowed: {', '.join(sorted(WINDOW_FIELDS))}"
-                )
+        if named is None:
+            continue
+        name, where = named
         check = entry.get("check")
         component = entry.get("component", "")
         if check is not None and (
