@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -296,6 +298,47 @@ def subprocess_env(transactional_db) -> dict[str, str]:
 def manage(*args: str) -> list[str]:
     """A command line for ``manage.py`` with this interpreter."""
     return [sys.executable, str(ROOT / "manage.py"), *args]
+
+
+# --- a real task queue -------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls ``condition`` until it holds; fails naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
+
+
+@pytest.fixture
+def qcluster(subprocess_env, tmp_path) -> Iterator[subprocess.Popen]:
+    """A real ``manage.py qcluster`` on the test database; ``.stop()`` or the end of the test
+    stops it (SIGTERM, then SIGKILL of its group after 20 s)."""
+    log = open(tmp_path / "qcluster.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        manage("qcluster"),
+        env=subprocess_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+    proc.stop = stop
+    yield proc
+    stop()
+    log.close()
 
 
 # --- users and clients -----------------------------------------------------------------------

@@ -5,10 +5,6 @@ The SQLite run uses django-q2's ORM broker; the PostgreSQL run (REDIS_URL set) t
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,9 +16,9 @@ from django_q.tasks import async_task
 
 from monitoring.checks.runner import run_checks
 from monitoring.kinds import get_kind
-from monitoring.observability.readings import clusters_alive
 from monitoring.models import Check, CheckRun
-from tests.conftest import manage
+from monitoring.observability.readings import clusters_alive
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,15 +40,6 @@ def queue_check(**config) -> Check:
 def run(check: Check) -> CheckRun:
     [result] = run_checks([check], claim=False)
     return result.run
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
 
 
 def test_queued_tasks_above_the_thresholds():
@@ -79,33 +66,6 @@ def test_a_task_waiting_over_ten_minutes_is_a_warning():
         result = run(check)
     assert result.status == "warning"
     assert "oldest queued task waiting 11m" in result.message
-
-
-@pytest.fixture
-def qcluster(subprocess_env, tmp_path):
-    """A real ``manage.py qcluster`` on the test database; stopped (by its own id) afterwards."""
-    log = open(tmp_path / "qcluster.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        manage("qcluster"),
-        env=subprocess_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-    proc.stop = stop
-    yield proc
-    stop()
-    log.close()
 
 
 def test_failures_error_rate_and_a_stalled_queue_with_a_real_cluster(qcluster):

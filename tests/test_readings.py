@@ -7,12 +7,8 @@ run (REDIS_URL set) the Redis broker (clusters found from their stats in Redis).
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from io import StringIO
 
 import pytest
@@ -27,7 +23,7 @@ from monitoring.kinds import get_kind
 from monitoring.models import Check, Report
 from monitoring.observability import snapshot
 from monitoring.observability.readings import read_queue
-from tests.conftest import manage, skip_or_fail
+from tests.conftest import skip_or_fail, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,42 +59,6 @@ def empty_queue() -> Iterator[None]:
     broker.purge_queue()
     yield
     broker.purge_queue()
-
-
-@pytest.fixture
-def qcluster(subprocess_env, tmp_path) -> Iterator[subprocess.Popen]:
-    """A real ``manage.py qcluster`` on the test database; stopped (by its own id) afterwards."""
-    log = open(tmp_path / "qcluster.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        manage("qcluster"),
-        env=subprocess_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-    proc.stop = stop
-    yield proc
-    stop()
-    log.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
 
 
 def run_queue_check(check: Check) -> tuple[int, str]:
