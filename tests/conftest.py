@@ -57,6 +57,12 @@ def pytest_configure(config: pytest.Config) -> None:
     manage.py makes it."""
     if settings.DEVELOPMENT_MODE:
         settings.SECRET_KEY = read_development_key(prepare_data_dir()) or settings.SECRET_KEY
+        # django-q2 copies the key when it is imported, which pytest-django's set-up did
+        # before this hook: on a fresh checkout (no key file yet) that copy is another key,
+        # and a worker process could not read the tasks this run signs.
+        from django_q.conf import Conf
+
+        Conf.SECRET_KEY = settings.SECRET_KEY
 
 
 @pytest.fixture(scope="session")
