@@ -15,7 +15,10 @@ DEMO_FILE = Path(__file__).resolve().parents[2] / "demo_checks.yaml"
 
 
 def demo_document() -> dict:
-    document = yaml.safe_load(DEMO_FILE.read_text().replace("{site_url}", settings.SITE_URL))
+    text = DEMO_FILE.read_text().replace("{site_url}", settings.SITE_URL)
+    # The worker check's scope: processes running in this installation's directory.
+    text = text.replace("{base_dir}", str(Path(settings.BASE_DIR).resolve()))
+    document = yaml.safe_load(text)
     if settings.REDIS_URL:
         document["checks"].append(
             {

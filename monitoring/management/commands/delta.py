@@ -76,8 +76,7 @@ class Command(BaseCommand):
     help = (
         "Show what changed in the last WINDOW (default 30s): backlog entries added, processed "
         "and failed, check runs by status, alerts opened and resolved, batch items finished, and "
-        "the freshness of each freshness check. --follow refreshes every WINDOW until Ctrl-C "
-        "(SIGINT) or SIGTERM, also when started in the background."
+        "the freshness of each freshness check. --follow refreshes every WINDOW until Ctrl-C."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -106,12 +105,7 @@ class Command(BaseCommand):
         def request_stop(signum: int, frame: Any) -> None:
             stopping["flag"] = True
 
-        # Both signals set the flag, whatever they were at start: a shell without job control
-        # starts `delta --follow &` with SIGINT ignored (and Python then raises no
-        # KeyboardInterrupt), and a supervisor stops it with SIGTERM.
-        previous = {
-            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        previous = signal.signal(signal.SIGTERM, request_stop)
         try:
             while not stopping["flag"]:
                 close_old_connections()
@@ -124,6 +118,7 @@ class Command(BaseCommand):
                     time.sleep(
                         min(0.2, deadline - time.monotonic()) if deadline > time.monotonic() else 0
                     )
+        except KeyboardInterrupt:
+            pass
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            signal.signal(signal.SIGTERM, previous)
