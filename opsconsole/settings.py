@@ -57,9 +57,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_prometheus",
+    # Before django_q: its qcluster command wraps django-q2's (clean stop on a group SIGTERM).
+    "opsconsole",
     "django_q",
     "axes",
-    "opsconsole",
     "monitoring",
     "backlog",
     "batches",
@@ -137,6 +138,9 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 Q_WORKERS = env_int("Q_WORKERS", 2, minimum=1, maximum=64)
+# qcluster's stop on SIGTERM: tasks already taken may finish this long, then what is left is
+# killed. Below systemd's TimeoutStopSec (docs/deployment.md) so the unit never needs SIGKILL.
+QCLUSTER_STOP_TIMEOUT = env_duration("QCLUSTER_STOP_TIMEOUT", 8, minimum=1, maximum=600)
 Q_CLUSTER = {
     "name": "opsconsole",
     "workers": Q_WORKERS,

@@ -13,15 +13,24 @@ python manage.py bootstrap --demo
 python manage.py setup_schedules >/dev/null
 
 pids=()
+# Ctrl-C (SIGINT to the whole terminal group), SIGTERM to this script, or one of the two exiting:
+# both get SIGTERM (the background jobs of a script ignore SIGINT), and whatever still runs after
+# STOP_SECONDS is killed, so that this script always ends within about 10 s.
+STOP_SECONDS=8
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "Stopping..."
   kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq $((STOP_SECONDS * 10))); do
+    kill -0 "${pids[@]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
 
-gunicorn opsconsole.wsgi --bind "$HOST:$PORT" --workers "${WEB_WORKERS:-2}" --access-logfile - --log-level warning &
+gunicorn opsconsole.wsgi --bind "$HOST:$PORT" --workers "${WEB_WORKERS:-2}" --graceful-timeout 5 --access-logfile - --log-level warning &
 pids+=($!)
 python manage.py qcluster &
 pids+=($!)

@@ -76,7 +76,8 @@ class Command(BaseCommand):
     help = (
         "Show what changed in the last WINDOW (default 30s): backlog entries added, processed "
         "and failed, check runs by status, alerts opened and resolved, batch items finished, and "
-        "the freshness of each freshness check. --follow refreshes every WINDOW until Ctrl-C."
+        "the freshness of each freshness check. --follow refreshes every WINDOW until Ctrl-C "
+        "(SIGINT) or SIGTERM, also when started in the background."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -105,7 +106,12 @@ class Command(BaseCommand):
         def request_stop(signum: int, frame: Any) -> None:
             stopping["flag"] = True
 
-        previous = signal.signal(signal.SIGTERM, request_stop)
+        # Both signals set the flag, whatever they were at start: a shell without job control
+        # starts `delta --follow &` with SIGINT ignored (and Python then raises no
+        # KeyboardInterrupt), and a supervisor stops it with SIGTERM.
+        previous = {
+            sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             while not stopping["flag"]:
                 close_old_connections()
@@ -118,7 +124,6 @@ class Command(BaseCommand):
                     time.sleep(
                         min(0.2, deadline - time.monotonic()) if deadline > time.monotonic() else 0
                     )
-        except KeyboardInterrupt:
-            pass
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
