@@ -15,10 +15,7 @@ DEMO_FILE = Path(__file__).resolve().parents[2] / "demo_checks.yaml"
 
 
 def demo_document() -> dict:
-    text = DEMO_FILE.read_text().replace("{site_url}", settings.SITE_URL)
-    # The worker check's scope: processes running in this installation's directory.
-    text = text.replace("{base_dir}", str(Path(settings.BASE_DIR).resolve()))
-    document = yaml.safe_load(text)
+    document = yaml.safe_load(DEMO_FILE.read_text().replace("{site_url}", settings.SITE_URL))
     if settings.REDIS_URL:
         document["checks"].append(
             {
