@@ -17,8 +17,6 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from batches.events import count_finished
-
 
 class BatchStatus(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -139,12 +137,6 @@ class BatchOperation(models.Model):
                 self.items.filter(status=ItemStatus.PENDING).update(
                     status=ItemStatus.CANCELLED, finished_at=now, updated_at=now, error="cancelled"
                 )
-                started_at = (
-                    BatchOperation.objects.filter(pk=self.pk)
-                    .values_list("started_at", flat=True)
-                    .first()
-                )
-                count_finished(self.operation, BatchStatus.CANCELLED, started_at, now)
         self.refresh_from_db()
         return bool(changed)
 

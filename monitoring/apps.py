@@ -10,7 +10,7 @@ class MonitoringConfig(AppConfig):
         # Imported here, not at the top: these modules use the models, which Django loads
         # only once every app's config is created.
         from monitoring import retention
-        from monitoring.alerts.lifecycle import after_record
+        from monitoring.alerts.lifecycle import after_record, connect_check_signals
         from monitoring.alerts.metrics import alert_activity, alert_metrics
         from monitoring.alerts.sections import SECTIONS
         from monitoring.checks.checkfile import register_section
@@ -27,6 +27,7 @@ class MonitoringConfig(AppConfig):
         )
 
         register_after_record(after_record)
+        connect_check_signals()
         for section in SECTIONS:
             register_section(section)
         register_collector("checks", collectors.check_metrics)

@@ -304,13 +304,11 @@ def test_baseline_adds_to_the_threshold_verdict():
 
 
 def test_demo_file_data_checks_run_against_the_consoles_own_tables(source, settings):
-    import yaml
-
     from monitoring.checks.checkfile import apply_document
-    from monitoring.management.commands.bootstrap import DEMO_FILE
+    from monitoring.management.commands.bootstrap import demo_document
 
-    document = yaml.safe_load(DEMO_FILE.read_text().replace("{site_url}", settings.SITE_URL))
-    apply_document(validate_document(document))
+    # The file as bootstrap loads it: its placeholders ({site_url}, {base_dir}) filled in.
+    apply_document(validate_document(demo_document()))
     rows_aged(source, 40, timedelta(minutes=3))
     names = ["console-runs-fresh", "console-runs-last-hour", "console-runs-rows"]
     results = run_checks(list(Check.objects.filter(name__in=names).order_by("name")), claim=False)

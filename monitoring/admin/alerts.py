@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
+from monitoring.alerts.delivery import send_test
 from monitoring.models import (
     Alert,
     AlertEvent,
@@ -156,6 +157,18 @@ class NotificationChannelAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "min_severity", "enabled", "masked_url", "recipients")
     list_filter = ("kind", "enabled", "min_severity")
     search_fields = ("name",)
+    actions = ["send_test_notification"]
+
+    @admin.action(description="Send test notification", permissions=["change"])
+    def send_test_notification(self, request, queryset):
+        for channel in queryset[:50]:
+            error = send_test(channel, request.user.get_username(), "the admin")
+            if error is None:
+                self.message_user(request, f"{channel.name}: test notification sent.")
+            else:
+                self.message_user(
+                    request, f"{channel.name}: test notification failed: {error}", messages.ERROR
+                )
 
 
 class EscalationStepInline(admin.TabularInline):

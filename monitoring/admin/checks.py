@@ -192,9 +192,15 @@ class CheckAdmin(admin.ModelAdmin):
 
     @admin.action(description="Disable (pause)", permissions=["change"])
     def disable(self, request, queryset):
-        self.message_user(
-            request, f"Disabled {queryset.update(enabled=False, status=CheckStatus.PAUSED)} checks."
-        )
+        # Saved one by one, not queryset.update(): the save is what resolves the checks'
+        # open alerts (monitoring.alerts.lifecycle), so a paused check stops paging.
+        disabled = 0
+        for check in queryset[:1000]:
+            check.enabled, check.status = False, CheckStatus.PAUSED
+            check.stop_reason = f"Check disabled by admin ({request.user.get_username()})"
+            check.save(update_fields=["enabled", "status", "updated_at"])
+            disabled += 1
+        self.message_user(request, f"Disabled {disabled} checks.")
 
 
 @admin.register(CheckRun)

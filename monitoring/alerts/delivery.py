@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,8 @@ from monitoring.alerts.tokens import ack_url, alert_url
 from monitoring.models import ChannelKind, Notification, NotificationChannel, StepKind
 from opsconsole.env import format_duration
 from opsconsole.redaction import redact, redaction_scope
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,9 +90,17 @@ def build_single(
 
 
 def build_grouped(
-    channel: NotificationChannel, groups: list[list[Notification]], now: datetime
+    channel: NotificationChannel,
+    groups: list[list[Notification]],
+    now: datetime,
+    inputs: dict[int, ReportInputs] | None = None,
 ) -> Outgoing:
-    """One message for many alerts: each group holds one alert's rows, the first speaking."""
+    """One message for many alerts: each group holds one alert's rows, the first speaking.
+
+    Grouping saves messages, not facts: every alert keeps its line (severity, component,
+    issue, duration, link); an email adds each alert's escalation report as a section, and a
+    webhook's JSON lists every alert's summary.
+    """
     summaries = [alert_summary(group[0], now) for group in groups]
     rows = [row for group in groups for row in group]
     counts: dict[str, int] = {}
@@ -105,9 +116,55 @@ def build_grouped(
             f"{s['issue']} | for {s['duration']}"
         )
         lines.append(f"    {_links(s)}".replace("\n", "\n    "))
+    if channel.kind == ChannelKind.EMAIL and inputs is not None:
+        for group in groups:
+            alert = group[0].alert
+            lines += ["", "=" * 72, escalation_report(alert, inputs[alert.pk], now)]
     text = "\n".join(lines)
     payload = {"grouped": True, "count": len(groups), "text": subject, "alerts": summaries}
     return Outgoing(channel, rows, subject, text, payload, grouped=True)
+
+
+def build_test(channel: NotificationChannel, requested_by: str, about: str = "") -> Outgoing:
+    """A message that only proves the channel works; it settles no notification row."""
+    subject = f"[TEST] Ops Console test notification to {channel.name}"
+    text = (
+        f"{subject}\nRequested by {requested_by}"
+        + (f" from {about}" if about else "")
+        + ". If you read this, alerts of severity "
+        f"{channel.min_severity} and above reach you through this channel."
+    )
+    payload = {"grouped": False, "count": 0, "test": True, "text": text, "alerts": []}
+    return Outgoing(channel, [], subject, text, payload)
+
+
+def send_test(channel: NotificationChannel, requested_by: str, about: str = "") -> str | None:
+    """Sends a test notification now; None on success, else the error (as ``deliver``)."""
+    with httpx.Client(headers={"User-Agent": "opsconsole-notify/1"}) as client:
+        return deliver(build_test(channel, requested_by, about), client)
+
+
+def test_channels(severity: str, requested_by: str, about: str) -> list[tuple[str, str | None]]:
+    """A test notification to every enabled channel that takes ``severity``:
+    [(channel name, None or the error)]; empty when no channel would be told."""
+    channels = [c for c in NotificationChannel.objects.filter(enabled=True) if c.accepts(severity)]
+    return [(c.name, send_test(c, requested_by, about)) for c in channels]
+
+
+def report_test(outcomes: list[tuple[str, str | None]], severity: str) -> list[tuple[bool, str]]:
+    """What the pages tell the user: (success, text) per channel, or why nobody was told."""
+    if not outcomes:
+        return [
+            (
+                False,
+                f"No enabled channel accepts {severity} alerts: nobody would be notified. "
+                "Add one in the admin (Notification channels).",
+            )
+        ]
+    return [
+        (error is None, f"{name}: test notification sent." if error is None else f"{name}: {error}")
+        for name, error in outcomes
+    ]
 
 
 def timeout() -> float:
@@ -128,6 +185,18 @@ def _send(message: Outgoing, client: httpx.Client) -> str | None:
     try:
         if channel.kind == ChannelKind.EMAIL:
             recipients = channel.recipient_list()
+            if not recipients and settings.EMAIL_BACKEND.endswith("console.EmailBackend"):
+                # No EMAIL_HOST and nobody to write to (a fresh install's staff channel):
+                # the log is where the message can still be read.
+                logger.warning(
+                    "email channel %s: no recipients and no EMAIL_HOST; the message follows\n"
+                    "%s\n%s",
+                    channel.name,
+                    message.subject,
+                    message.text,
+                    extra={"channel": channel.name},
+                )
+                return None
             if not recipients:
                 return "no recipients configured"
             send_mail(message.subject[:200], message.text, None, recipients, fail_silently=False)

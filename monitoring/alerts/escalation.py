@@ -25,8 +25,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from monitoring.alerts.delivery import Outgoing, build_grouped, build_single, deliver
-from monitoring.alerts.metrics import count_notifications
-from monitoring.alerts.policy import ChannelSet, due_notifications, load_policies
+from monitoring.alerts.policy import (
+    NOBODY,
+    ChannelSet,
+    due_notifications,
+    load_policies,
+    unheard_steps,
+)
 from monitoring.alerts.report import load_report_inputs
 from monitoring.models import (
     Alert,
@@ -34,6 +39,7 @@ from monitoring.models import (
     AlertEventKind,
     AlertStatus,
     ChannelKind,
+    CheckStatus,
     MaintenanceWindow,
     Notification,
     NotificationChannel,
@@ -87,22 +93,45 @@ def _mute_filter(windows: list[MaintenanceWindow]) -> Q | None:
     return q
 
 
+def check_running(prefix: str = "") -> Q:
+    """Alerts whose check still runs: not deleted, disabled or paused. Alerts of no check
+    (e.g. "monitoring stalled") qualify; a check's alert whose check is gone does not.
+
+    The guard of escalation: ``plan`` and ``claim`` both filter on it, so no step or reminder
+    goes out for a check nobody runs, whichever path stopped it.
+    """
+    gone = Q(**{f"{prefix}check_obj__isnull": True}) & (
+        Q(**{f"{prefix}dedup_key__startswith": "check:"})
+        | Q(**{f"{prefix}dedup_key__startswith": "flapping:"})
+    )
+    stopped = Q(**{f"{prefix}check_obj__enabled": False}) | Q(
+        **{f"{prefix}check_obj__status": CheckStatus.PAUSED}
+    )
+    return ~gone & ~stopped
+
+
 def plan(now: datetime, channels: ChannelSet, windows: list[MaintenanceWindow]) -> tuple[int, int]:
     """Inserts the rows owed by now; (rows planned, alerts muted)."""
     policies = load_policies()
     alerts = (
         Alert.objects.filter(status=AlertStatus.OPEN)
+        .filter(check_running())
         .filter(Q(snoozed_until__isnull=True) | Q(snoozed_until__lte=now))
         .only("id", "severity", "escalation_started_at", "check_obj_id", "component")
         .order_by()
     )
     rows = []
+    unheard: dict[int, list[str]] = {}
     muted = 0
     for alert in alerts.iterator(chunk_size=2000):
         if any(w.covers(alert, now) for w in windows):
             muted += 1
             continue
-        for owed in due_notifications(alert, policies[alert.severity], channels, now):
+        policy = policies[alert.severity]
+        steps = unheard_steps(alert, policy, channels, now)
+        if steps:
+            unheard[alert.pk] = [f"{alert.severity}/{s.index}" for s in steps]
+        for owed in due_notifications(alert, policy, channels, now):
             rows.append(
                 {
                     "alert_id": alert.pk,
@@ -120,7 +149,48 @@ def plan(now: datetime, channels: ChannelSet, windows: list[MaintenanceWindow]) 
                 }
             )
     insert_rows(Notification, rows, ignore_conflicts=True)
+    if unheard:
+        record_nobody_notified(unheard, now)
     return len(rows), muted
+
+
+def record_nobody_notified(unheard: dict[int, list[str]], now: datetime) -> None:
+    """One "no channel: nobody was notified" timeline event per alert and step."""
+    with transaction.atomic():
+        # The alerts' rows are locked so that two passes do not both write the event.
+        ids = list(
+            Alert.objects.select_for_update()
+            .filter(pk__in=list(unheard))
+            .values_list("pk", flat=True)
+        )
+        recorded = {
+            (alert_id, (data or {}).get("step"))
+            for alert_id, data in AlertEvent.objects.filter(
+                alert_id__in=ids, outcome=NOBODY
+            ).values_list("alert_id", "data")
+        }
+        insert_rows(
+            AlertEvent,
+            [
+                {
+                    "alert_id": alert_id,
+                    "kind": AlertEventKind.NOTIFIED,
+                    "actor": "system",
+                    "message": f"no channel: nobody was notified ({step})",
+                    "channel": "",
+                    "outcome": NOBODY,
+                    "data": {
+                        "step": step,
+                        "hint": "add a notification channel that accepts this severity "
+                        "(admin: Notification channels), or lower a channel's minimum severity",
+                    },
+                    "created_at": now,
+                }
+                for alert_id in ids
+                for step in unheard[alert_id]
+                if (alert_id, step) not in recorded
+            ],
+        )
 
 
 def claim(now: datetime, token: str, windows: list[MaintenanceWindow]) -> int:
@@ -133,6 +203,7 @@ def claim(now: datetime, token: str, windows: list[MaintenanceWindow]) -> int:
         Q(purpose=Notification.Purpose.RECOVERY)
         | (
             Q(alert__status=AlertStatus.OPEN)
+            & check_running("alert__")
             & (Q(alert__snoozed_until__isnull=True) | Q(alert__snoozed_until__lte=now))
         )
     )
@@ -159,19 +230,17 @@ def compose(rows: list[Notification], now: datetime) -> list[Outgoing]:
     by_channel: dict[int, dict[int, list[Notification]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         by_channel[row.channel_id][row.alert_id].append(row)
-    singles = [
-        alert_rows[0].alert
-        for per_alert in by_channel.values()
-        if len(per_alert) <= threshold
-        for alert_rows in per_alert.values()
-    ]
-    inputs = load_report_inputs(list({a.pk: a for a in singles}.values()))
+    # Every alert's report inputs, grouped ones too: a grouped email carries each report.
+    alerts = {
+        rows[0].alert_id: rows[0].alert for per in by_channel.values() for rows in per.values()
+    }
+    inputs = load_report_inputs(list(alerts.values()))
     messages = []
     for per_alert in by_channel.values():
         groups = [sorted(rs, key=_significance) for rs in per_alert.values()]
         channel = groups[0][0].channel
         if len(groups) > threshold:
-            messages.append(build_grouped(channel, groups, now))
+            messages.append(build_grouped(channel, groups, now, inputs))
         else:
             messages.extend(build_single(channel, g, inputs[g[0].alert_id], now) for g in groups)
     return messages
@@ -210,7 +279,6 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
     failed: dict[tuple[str, datetime | None, str], list[int]] = defaultdict(list)
     events = []
     escalated: set[tuple[int, str, int]] = set()
-    outcomes: dict[tuple[str, str], int] = defaultdict(int)  # (channel, sent|failed) -> rows
     for message in messages:
         for row in message.rows:
             attempt = row.attempts + 1
@@ -224,7 +292,6 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
             }
             if message.error is None:
                 ok_ids.append(row.pk)
-                outcomes[(message.channel.name, "sent")] += 1
                 event["outcome"] = "sent"
                 event["message"] = f"{row.step_key} sent to {message.channel.name}" + (
                     f" (grouped message of {message.payload['count']} alerts)"
@@ -266,7 +333,6 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
                 )
                 if final:
                     result.failed += 1
-                    outcomes[(message.channel.name, "failed")] += 1
                 else:
                     result.retrying += 1
             events.append(event)
@@ -291,7 +357,6 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
             else:
                 fields["finished_at"] = now
             Notification.objects.filter(claim_token=token, id__in=ids).update(**fields)
-        count_notifications(outcomes)
         for event in events:
             event.setdefault("outcome", "")
             event.setdefault("message", "")

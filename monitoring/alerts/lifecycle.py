@@ -11,6 +11,7 @@ import math
 from datetime import datetime
 
 from django.db.models import F
+from django.db.models.signals import post_save, pre_delete
 from django.utils import timezone
 
 from monitoring.models import (
@@ -78,16 +79,23 @@ def raise_alert(
         }
         if severity != alert.severity:
             rising = SEVERITY_ORDER[severity] > SEVERITY_ORDER[alert.severity]
+            # The title names the severity ("task-queue is critical"): it follows it.
             fields["severity"] = severity
+            fields["title"] = title[:300]
+            note = ""
             if rising:
                 fields["escalation_started_at"] = now
+                note = ": escalation restarts"
+                if alert.status == AlertStatus.ACKNOWLEDGED:
+                    # Whoever acknowledged a warning did not agree to sit on a critical.
+                    fields.update(status=AlertStatus.OPEN, acknowledged_at=None, acknowledged_by="")
+                    note = ": severity rose; acknowledgement cleared, escalation restarts"
             AlertEvent.objects.create(
                 alert=alert,
                 kind=AlertEventKind.SEVERITY_CHANGED,
                 actor="system",
                 created_at=now,
-                message=f"Severity {alert.severity} → {severity}"
-                + (": escalation restarts" if rising else ""),
+                message=f"Severity {alert.severity} → {severity}{note}",
                 data={"from": alert.severity, "to": severity},
             )
         Alert.objects.filter(pk=alert.pk).update(**fields)
@@ -158,6 +166,39 @@ def resolve_alert(
         ],
         ignore_conflicts=True,
     )
+
+
+def resolve_alerts_of_checks(check_ids: list[int], reason: str, now: datetime | None = None) -> int:
+    """Resolves the active alerts of checks that stopped running (deleted, pruned, disabled,
+    paused), with ``reason`` on the timeline and a resolution notice to whoever was told.
+
+    Nobody is watching the problem any more, so nobody should keep being paged about it.
+    """
+    now = now or timezone.now()
+    alerts = Alert.objects.filter(check_obj_id__in=check_ids, status__in=ACTIVE_STATUSES)
+    resolved = 0
+    for alert in alerts:
+        resolve_alert(alert, reason, now)
+        resolved += 1
+    return resolved
+
+
+def _check_deleted(sender: type[Check], instance: Check, **kwargs: object) -> None:
+    """pre_delete: every delete path (admin, ``loadchecks --prune``, a queryset) sends it."""
+    resolve_alerts_of_checks([instance.pk], "Check removed: its alerts are resolved")
+
+
+def _check_saved(sender: type[Check], instance: Check, **kwargs: object) -> None:
+    """post_save: a check saved disabled or paused (admin form, check file) stops paging."""
+    if not instance.enabled or instance.status == CheckStatus.PAUSED:
+        reason = getattr(instance, "stop_reason", "") or "Check disabled"
+        resolve_alerts_of_checks([instance.pk], f"{reason}: its alerts are resolved")
+
+
+def connect_check_signals() -> None:
+    """Called from ``MonitoringConfig.ready``."""
+    pre_delete.connect(_check_deleted, sender=Check, dispatch_uid="alerts-check-deleted")
+    post_save.connect(_check_saved, sender=Check, dispatch_uid="alerts-check-saved")
 
 
 def is_flapping(check: Check) -> bool:

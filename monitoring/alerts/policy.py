@@ -12,13 +12,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from django.db.models import Exists, OuterRef
+
 from monitoring.models import (
+    ACTIVE_STATUSES,
     Alert,
+    AlertEvent,
     AlertSeverity,
     EscalationPolicy,
+    Notification,
     NotificationChannel,
+    NotificationStatus,
     StepKind,
 )
+
+# The outcome of the timeline event "no channel: nobody was notified".
+NOBODY = "nobody"
 
 DEFAULT_POLICIES: dict[str, dict] = {
     AlertSeverity.CRITICAL: {
@@ -81,6 +90,31 @@ class OwedStep(NamedTuple):
     kind: StepKind
     severity: str
     number: int
+
+
+def unheard_steps(alert: Alert, policy: Policy, channels: ChannelSet, now: datetime) -> list[Step]:
+    """Steps due by now that no channel takes (none configured, all disabled or all below the
+    alert's severity): nobody hears of the alert, and that must be visible."""
+    start = alert.escalation_started_at
+    return [
+        s
+        for s in policy.steps
+        if start + timedelta(seconds=s.after) <= now
+        and not channels.resolve(s.channels, alert.severity)
+    ]
+
+
+def unnotified_alerts() -> int:
+    """Active alerts a step was due for with no channel to take it, and that no channel has
+    told since: the dashboard's banner and ``metrics health`` show this number."""
+    nobody = AlertEvent.objects.filter(alert=OuterRef("pk"), outcome=NOBODY)
+    told = Notification.objects.filter(alert=OuterRef("pk"), status=NotificationStatus.SENT)
+    return (
+        Alert.objects.filter(status__in=ACTIVE_STATUSES)
+        .filter(Exists(nobody))
+        .exclude(Exists(told))
+        .count()
+    )
 
 
 def due_notifications(

@@ -109,8 +109,9 @@ def escalation_report(alert: Alert, inputs: ReportInputs, now: datetime | None =
         for r in inputs.runs
     )
     lasted = format_duration(alert.duration(now).total_seconds())
+    heading = "RESOLVED" if alert.status == AlertStatus.RESOLVED else "ESCALATION"
     lines = [
-        f"ESCALATION: {alert.title}",
+        f"{heading}: {alert.title}",
         "",
         f"Severity: {alert.severity.upper()}",
         f"Component: {component}",
@@ -131,6 +132,25 @@ def escalation_report(alert: Alert, inputs: ReportInputs, now: datetime | None =
         *[f"- {line}" for line in impact_lines(alert)],
         "",
         "Next Steps:",
-        *[f"- {line}" for line in NEXT_STEPS[AlertSeverity(alert.severity)]],
+        *[f"- {line}" for line in next_steps(alert, lasted)],
     ]
     return "\n".join(lines)
+
+
+def next_steps(alert: Alert, lasted: str) -> list[str]:
+    """What the reader should do now: it depends on the alert's state, not only its severity
+    (an acknowledged alert is not to be acknowledged again, a resolved one needs no action)."""
+    if alert.status == AlertStatus.RESOLVED:
+        by = f" by {alert.resolved_by}" if alert.resolved_by else ""
+        return [
+            f"Resolved after {lasted}{by}: no action needed.",
+            "Record the cause and the fix as a note if this should not happen again.",
+        ]
+    if alert.status == AlertStatus.ACKNOWLEDGED:
+        return [
+            f"Being handled: acknowledged by {alert.acknowledged_by or 'someone'}; "
+            "reminders are stopped.",
+            "Record attempted fixes as notes; they appear in this report.",
+            "Resolve the alert once the service is back (a recovered check resolves it).",
+        ]
+    return NEXT_STEPS[AlertSeverity(alert.severity)]

@@ -306,7 +306,18 @@ def _apply_checks(entries: list[dict[str, Any]], prune: bool) -> dict[str, int]:
     return counts
 
 
-def apply_document(parsed: dict[str, Any], *, prune: bool = False) -> LoadResult:
+def apply_document(
+    parsed: dict[str, Any], *, prune: bool = False, allow_empty: bool = False
+) -> LoadResult:
+    if prune and not parsed["checks"] and not allow_empty:
+        # An empty or truncated file would otherwise delete every check (and resolve every
+        # alert) in one go: almost always a mistake, so it must be asked for.
+        raise CheckFileError(
+            [
+                "checks: the file has no checks, and --prune would delete every check; "
+                "pass --allow-empty if that is what you want"
+            ]
+        )
     result = LoadResult()
     with transaction.atomic():
         result.counts["checks"] = _apply_checks(parsed["checks"], prune)
@@ -316,5 +327,9 @@ def apply_document(parsed: dict[str, Any], *, prune: bool = False) -> LoadResult
     return result
 
 
-def load_check_file(path: str | Path, *, prune: bool = False) -> LoadResult:
-    return apply_document(validate_document(read_document(path)), prune=prune)
+def load_check_file(
+    path: str | Path, *, prune: bool = False, allow_empty: bool = False
+) -> LoadResult:
+    return apply_document(
+        validate_document(read_document(path)), prune=prune, allow_empty=allow_empty
+    )

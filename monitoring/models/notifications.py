@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.contrib.auth import get_user_model
 from django.db import models
 from django.utils import timezone
 
 from monitoring.models.alerts import SEVERITY_ORDER, Alert, AlertSeverity
 from opsconsole.redaction import mask_url, secret_values
+
+# In a channel's recipients: every active staff user with an email address.
+STAFF_RECIPIENTS = "staff"
 
 
 class ChannelKind(models.TextChoices):
@@ -44,7 +48,19 @@ class NotificationChannel(models.Model):
         return self.enabled and SEVERITY_ORDER[severity] >= SEVERITY_ORDER[self.min_severity]
 
     def recipient_list(self) -> list[str]:
-        return [r.strip() for r in self.recipients.split(",") if r.strip()]
+        """The addresses; the word ``staff`` stands for every active staff user's address, read
+        when a message goes out (the default channel made by ``bootstrap`` uses it)."""
+        listed = [r.strip() for r in self.recipients.split(",") if r.strip()]
+        if STAFF_RECIPIENTS not in listed:
+            return listed
+        staff = (
+            get_user_model()
+            .objects.filter(is_staff=True, is_active=True)
+            .exclude(email="")
+            .order_by("email")
+            .values_list("email", flat=True)
+        )
+        return sorted({*(r for r in listed if r != STAFF_RECIPIENTS), *staff})
 
     @property
     def masked_url(self) -> str:

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from monitoring.alerts.policy import unnotified_alerts
 from monitoring.kinds.queue import QUEUE_DEFAULTS, QueueKind, grade
 from monitoring.models import Check, CheckStatus
 from monitoring.observability.readings import (
@@ -129,6 +130,7 @@ def findings(now: datetime | None = None) -> list[Finding]:
         )
 
     result.append(_checks_finding())
+    result.append(_nobody_notified_finding())
 
     scheduler = read_scheduler(now)
     if scheduler.stalled:
@@ -161,6 +163,22 @@ def _clusters_finding(queue: QueueReading, expected: int) -> Finding:
     # Without work waiting the seed's table stays healthy; the queue check still goes
     # critical, as a queue nobody serves stalls with its first task.
     return Finding(OK, "Queue clusters", value, "none alive, nothing waiting", action)
+
+
+def _nobody_notified_finding() -> Finding:
+    """Alerts that were due and that no channel took: pages nobody received."""
+    count = unnotified_alerts()
+    if not count:
+        return Finding(OK, "Nobody notified", "0 alerts", "every due alert reached a channel")
+    return Finding(
+        CRITICAL,
+        "Nobody notified",
+        f"{count} alert{'s' if count != 1 else ''}",
+        "alerts were due and no channel accepts them: nobody was notified",
+        "Add a notification channel that accepts these severities (admin: Notification "
+        "channels, or the check file's channels:) or lower a channel's minimum severity; "
+        "then use its 'send test notification' action.",
+    )
 
 
 def _checks_finding() -> Finding:

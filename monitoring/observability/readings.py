@@ -9,7 +9,6 @@ is a value to report, not an error to propagate.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ from django_q.status import Stat
 from redis.exceptions import RedisError
 
 from monitoring.models import SEVERITY_RANK, Alert, AlertSeverity, AlertStatus, Check, CheckStatus
+from monitoring.observability.processes import scan_processes
 from opsconsole.env import parse_database_url
 from opsconsole.redis_guard import redis_client
 
@@ -191,10 +191,9 @@ def _local_clusters() -> int:
     embedded setup (one machine) counts processes instead.
     """
     count = 0
-    me = os.getpid()
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if proc.pid == me or "qcluster" not in cmdline:
+    # A private scan: psutil's shared process cache is not safe beside a process check's scan.
+    for proc, info in scan_processes(["cmdline"]):
+        if "qcluster" not in (info.get("cmdline") or []):
             continue
         try:
             # Only the cluster's main process: its workers are its children with the same cmdline.

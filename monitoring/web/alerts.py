@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from monitoring.alerts.delivery import report_test, test_channels
 from monitoring.alerts.report import escalation_report, load_report_inputs
 from monitoring.alerts.tokens import read_token
 from monitoring.models import (
@@ -98,6 +99,17 @@ def acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
         messages.success(request, "Acknowledged: reminders and escalation stop.")
     else:
         messages.warning(request, f"Nothing to acknowledge: the alert is {alert.status}.")
+    return _back(request, alert)
+
+
+@staff_action(ALERT_CHANGE)
+@require_POST
+def test_notification(request: HttpRequest, alert_id: int) -> HttpResponse:
+    """Sends a test to the channels that would carry this alert, and says what happened."""
+    alert = get_object_or_404(Alert, pk=alert_id)
+    outcomes = test_channels(alert.severity, request.user.get_username(), f"alert #{alert.pk}")
+    for ok, text in report_test(outcomes, alert.severity):
+        (messages.success if ok else messages.error)(request, text)
     return _back(request, alert)
 
 

@@ -11,9 +11,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from monitoring.alerts.delivery import report_test, test_channels
 from monitoring.checks.runner import run_checks
 from monitoring.kinds import ConfigError, mask_secrets
-from monitoring.models import Check, CheckRun, CheckStatus, MaintenanceWindow
+from monitoring.models import AlertSeverity, Check, CheckRun, CheckStatus, MaintenanceWindow
 from monitoring.web.chart import Point, history_chart
 from opsconsole.page_access import CHECK_CHANGE, staff_action, staff_page
 from opsconsole.paging import latest_first
@@ -108,6 +109,18 @@ def run_now(request: HttpRequest, check_id: int) -> HttpResponse:
         level,
         f"Ran {check.name}: {run.status if run else 'no result'} {run.message if run else ''}",
     )
+    return redirect("check-detail", check_id=check.pk)
+
+
+@require_POST
+@staff_action(CHECK_CHANGE)
+def test_notification(request: HttpRequest, check_id: int) -> HttpResponse:
+    """Sends a test to the channels that would carry this check's critical alert."""
+    check = get_object_or_404(Check, pk=check_id)
+    severity = AlertSeverity.CRITICAL
+    outcomes = test_channels(severity, request.user.get_username(), f"check {check.name}")
+    for ok, text in report_test(outcomes, severity):
+        (messages.success if ok else messages.error)(request, text)
     return redirect("check-detail", check_id=check.pk)
 
 

@@ -13,17 +13,18 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db.models import Case, IntegerField, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from monitoring.alerts.policy import unnotified_alerts
 from monitoring.models import (
     ACTIVE_STATUSES,
     SEVERITY_RANK,
     Alert,
     AlertSeverity,
-    AlertStatus,
     Check,
     CheckStatus,
 )
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 15
 ALERTS_SHOWN = 20
+SEVERITY_RANKED = (AlertSeverity.CRITICAL, AlertSeverity.WARNING, AlertSeverity.INFO)
 
 
 # --- sections ------------------------------------------------------------------------------
@@ -95,19 +97,19 @@ def freshness_panel(now: datetime) -> dict[str, Any] | None:
 
 def open_alerts() -> dict[str, Any]:
     active = Alert.objects.filter(status__in=ACTIVE_STATUSES)
-    # Open before acknowledged, then the most severe, then the oldest: the ones to act on.
+    # Ordered in the database before the limit (sorting only the first rows read would hide a
+    # new critical behind older warnings): the most severe, open before acknowledged, newest.
+    rank = Case(
+        *[When(severity=sev, then=Value(n)) for n, sev in enumerate(SEVERITY_RANKED)],
+        default=Value(len(SEVERITY_RANKED)),
+        output_field=IntegerField(),
+    )
     alerts = list(
-        active.select_related("check_obj").order_by("-status", "opened_at")[: ALERTS_SHOWN * 3]
+        active.select_related("check_obj")
+        .annotate(severity_rank=rank)
+        .order_by("severity_rank", "-status", "-opened_at", "-id")[:ALERTS_SHOWN]
     )
-    rank = {AlertSeverity.CRITICAL: 0, AlertSeverity.WARNING: 1, AlertSeverity.INFO: 2}
-    alerts.sort(
-        key=lambda a: (
-            a.status != AlertStatus.OPEN,
-            rank.get(str(a.severity).lower(), 3),
-            a.opened_at,
-        )
-    )
-    return {"alerts": alerts[:ALERTS_SHOWN], "total": active.count()}
+    return {"alerts": alerts, "total": active.count(), "unnotified": unnotified_alerts()}
 
 
 def system_resources(now: datetime) -> dict[str, Any]:

@@ -9,13 +9,18 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from monitoring.checks.checkfile import CheckFileError, apply_document, validate_document
-from monitoring.models import Check
+from monitoring.models import AlertSeverity, ChannelKind, Check, NotificationChannel
+from monitoring.models.notifications import STAFF_RECIPIENTS
 
+DEFAULT_CHANNEL = "staff-email"
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo_checks.yaml"
 
 
 def demo_document() -> dict:
-    document = yaml.safe_load(DEMO_FILE.read_text().replace("{site_url}", settings.SITE_URL))
+    text = DEMO_FILE.read_text().replace("{site_url}", settings.SITE_URL)
+    # The worker check's scope: processes running in this installation's directory.
+    text = text.replace("{base_dir}", str(Path(settings.BASE_DIR).resolve()))
+    document = yaml.safe_load(text)
     if settings.REDIS_URL:
         document["checks"].append(
             {
@@ -33,7 +38,8 @@ def demo_document() -> dict:
 class Command(BaseCommand):
     help = (
         "Prepare a new installation: create the 'admin' superuser with a generated password "
-        "(printed once; skipped if the user exists) and, with --demo, load the demo checks that "
+        "(printed once; skipped if the user exists), a default notification channel (email to "
+        "staff users; skipped if any channel exists) and, with --demo, load the demo checks that "
         "watch the console and this machine (skipped if any check exists)."
     )
 
@@ -52,6 +58,21 @@ class Command(BaseCommand):
             User.objects.create_superuser(username=username, email="", password=password)
             self.stdout.write(
                 f"Login: {username} / {password}   (shown once; change it in the admin)"
+            )
+        if NotificationChannel.objects.exists():
+            self.stdout.write("Notification channels exist; default channel not created.")
+        else:
+            # Without a channel every alert would reach nobody. Made here, on the run
+            # command's first start, not by a migration: an empty database stays empty.
+            NotificationChannel.objects.create(
+                name=DEFAULT_CHANNEL,
+                kind=ChannelKind.EMAIL,
+                recipients=STAFF_RECIPIENTS,
+                min_severity=AlertSeverity.WARNING,
+            )
+            self.stdout.write(
+                f"Notification channel {DEFAULT_CHANNEL!r} created: email to staff users "
+                "(to the log while EMAIL_HOST is unset); change it in the admin."
             )
         if demo:
             if Check.objects.exists():

@@ -15,12 +15,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--prune",
             action="store_true",
-            help="delete checks (and other named entries) that are not in the file",
+            help="delete checks (and other named entries) that are not in the file; their "
+            "open alerts are resolved. Refused for a file with no checks unless --allow-empty",
+        )
+        parser.add_argument(
+            "--allow-empty",
+            action="store_true",
+            help="with --prune, accept a file with no checks (deletes every check)",
         )
 
-    def handle(self, *args, file: str, prune: bool, **options):
+    def handle(self, *args, file: str, prune: bool, allow_empty: bool, **options):
         try:
-            result = load_check_file(file, prune=prune)
+            result = load_check_file(file, prune=prune, allow_empty=allow_empty)
         except CheckFileError as exc:
             count = len(exc.problems)
             details = "\n".join(f"  - {p}" for p in exc.problems)
