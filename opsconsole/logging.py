@@ -6,6 +6,8 @@ import contextlib
 import contextvars
 import json
 import logging
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -47,6 +49,66 @@ def enter_job_context(**fields: Any) -> contextvars.Token:
 
 def exit_job_context(token: contextvars.Token) -> None:
     _job_context.reset(token)
+
+
+class JobTrail:
+    """What a job reports on its finish line: ``trail.count(checks=3, failed=1)``."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, Any] = {}
+
+    def count(self, **counts: Any) -> None:
+        self.counts.update(counts)
+
+
+_jobs_logger = logging.getLogger("opsconsole.jobs")
+
+
+@contextlib.contextmanager
+def job_run(job_name: str, **fields: Any) -> Iterator[JobTrail]:
+    """One run of a job that cron (or a person) starts: a fresh ``job_id`` on every line logged
+    inside, a ``job started`` line, and a ``job finished`` line with the counts and the
+    duration, or ``job failed`` at ERROR with the error and traceback. Without these a cron
+    reader cannot tell a job that failed from one that never ran, since a quiet job logs nothing.
+
+    ``sys.exit(n)`` inside is an outcome the job reports (``metrics health`` exits 1 on
+    warnings): it finishes with ``exit_code``, at WARNING when non-zero.
+    """
+    trail = JobTrail()
+    started = time.monotonic()
+
+    def outcome(phase: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "phase": phase,
+            "counts": trail.counts,
+            "duration_seconds": round(time.monotonic() - started, 3),
+            **extra,
+        }
+
+    with job_context(job_id=uuid.uuid4().hex, job_name=job_name, **fields):
+        _jobs_logger.info("job started: %s", job_name, extra={"phase": "started"})
+        try:
+            yield trail
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            _jobs_logger.log(
+                logging.WARNING if code else logging.INFO,
+                "job finished: %s (exit code %s)",
+                job_name,
+                code,
+                extra=outcome("finished", exit_code=code),
+            )
+            raise
+        except BaseException as exc:
+            _jobs_logger.error(
+                "job failed: %s: %s",
+                job_name,
+                exc,
+                exc_info=True,
+                extra=outcome("failed"),
+            )
+            raise
+        _jobs_logger.info("job finished: %s", job_name, extra=outcome("finished"))
 
 
 def update_job_context(**fields: Any) -> None:

@@ -13,6 +13,7 @@ from backlog import services
 from backlog.models import DEFAULT_SOURCE, BacklogEntry, BacklogStatus
 from opsconsole.api import BadRequest
 from opsconsole.env import format_duration
+from opsconsole.logging import JobTrail, job_run
 
 STATUS_CHOICES = [s.value for s in BacklogStatus]
 
@@ -201,8 +202,14 @@ class Command(BaseCommand):
                 )
 
     def do_process(self, options: dict[str, Any]) -> None:
+        # The subcommand cron runs: it leaves a start and a finish (or failure) line.
+        with job_run("backlog process", mode="dry-run" if options["dry_run"] else "deliver") as job:
+            self._process(options, job)
+
+    def _process(self, options: dict[str, Any], job: JobTrail) -> None:
         if options["dry_run"]:
             plan = services.dry_run(limit=options["limit"], source=options["source"])
+            job.count(would_process=plan["would_process"])
             self.stdout.write(
                 f"dry run: would process {plan['would_process']} due entries (nothing changed)"
             )
@@ -228,6 +235,12 @@ class Command(BaseCommand):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+        job.count(
+            processed=report.processed,
+            retrying=report.retrying,
+            failed=report.failed,
+            released=report.released,
+        )
         rate = report.handled / report.seconds if report.seconds > 0 else 0
         self.stdout.write(
             f"processed {report.processed}, retrying later {report.retrying}, "

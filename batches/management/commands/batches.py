@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from batches import services
 from batches.executor import recover
 from opsconsole.api import BadRequest
+from opsconsole.logging import job_run
 from opsconsole.paging import parse_limit
 
 
@@ -163,7 +164,9 @@ class Command(BaseCommand):
         )
 
     def _recover(self, options: dict[str, Any]) -> None:
-        result = recover()
+        with job_run("batches recover") as job:
+            result = recover()
+            job.count(**result)
         self.stdout.write(
             f"released {result['released_items']} items with expired leases, "
             f"failed {result['lost_items']} "

@@ -8,7 +8,7 @@ from django.db import close_old_connections
 
 from monitoring.alerts.escalation import escalate_pass
 from monitoring.observability.stalled import check_monitoring_stalled
-from opsconsole.logging import job_context
+from opsconsole.logging import job_run
 
 
 class Command(BaseCommand):
@@ -41,10 +41,17 @@ class Command(BaseCommand):
             signal.signal(signal.SIGINT, request_stop)
         while True:
             close_old_connections()
-            with job_context(job_name="escalate"):
+            with job_run("escalate") as job:
                 # A stall is reported first, so its alert goes out in this same pass.
                 check_monitoring_stalled()
                 result = escalate_pass()
+                job.count(
+                    due=result.claimed,
+                    sent=result.sent,
+                    retrying=result.retrying,
+                    failed=result.failed,
+                    muted_alerts=result.muted_alerts,
+                )
             self.stdout.write(f"escalate: {result.summary()}")
             for error in result.errors:
                 self.stderr.write(error)

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand
 
 from monitoring.observability.health import CRITICAL, LEVEL_RANK, OK, WARNING, findings, overall
 from monitoring.observability.snapshot import collect_families, render_families
+from opsconsole.logging import JobTrail, job_run
 
 _MARK = {OK: "OK  ", WARNING: "WARN", CRITICAL: "CRIT"}
 
@@ -60,6 +61,11 @@ class Command(BaseCommand):
             self.stderr.write(f"Collectors that failed (see the log): {', '.join(failed)}")
 
     def _health(self) -> None:
+        # The one view cron runs: it leaves a start and a finish line (with its exit code).
+        with job_run("metrics health") as job:
+            self._health_table(job)
+
+    def _health_table(self, job: JobTrail) -> None:
         items = findings()
         width = max(len(f.name) for f in items)
         for f in items:
@@ -71,4 +77,5 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Overall: {level.upper()} ({counts[CRITICAL]} critical, {counts[WARNING]} warning)"
         )
+        job.count(level=level, critical=counts[CRITICAL], warning=counts[WARNING])
         sys.exit(LEVEL_RANK[level])

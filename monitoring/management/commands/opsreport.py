@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from monitoring.observability.report import build_report, email_report
-from opsconsole.logging import job_context
+from opsconsole.logging import job_run
 
 
 class Command(BaseCommand):
@@ -16,12 +16,14 @@ class Command(BaseCommand):
         parser.add_argument("--email", action="store_true", help="mail the report to staff users")
 
     def handle(self, *args, **options):
-        with job_context(job_name="opsreport"):
+        with job_run("opsreport") as job:
             report = build_report()
+            job.count(report_id=report.pk)
             self.stdout.write(report.text, ending="")
             self.stdout.write(f"Saved report #{report.pk}: {report.title}")
             if options["email"]:
                 sent = email_report(report)
+                job.count(mailed=sent)
                 self.stdout.write(
                     f"Mailed to {sent} staff users."
                     if sent

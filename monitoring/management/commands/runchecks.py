@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from monitoring.checks.runner import run_checks, run_due_checks
 from monitoring.models import SEVERITY_RANK, Check, CheckStatus
-from opsconsole.logging import job_context
+from opsconsole.logging import job_run
 
 _COLOURS = {
     CheckStatus.OK: "\033[32m",
@@ -42,7 +42,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         names = options["check"]
-        with job_context(job_name="runchecks"):
+        with job_run("runchecks") as job:
             if names:
                 checks = list(Check.objects.filter(name__in=names))
                 missing = sorted(set(names) - {c.name for c in checks})
@@ -57,6 +57,10 @@ class Command(BaseCommand):
             else:
                 # The same function the schedule runs: cron and the scheduler do one thing.
                 results = run_due_checks()
+            by_status: dict[str, int] = {}
+            for r in results:
+                by_status[r.check.status] = by_status.get(r.check.status, 0) + 1
+            job.count(checks=len(results), **by_status)
 
         rows = [
             {

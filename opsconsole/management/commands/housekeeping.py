@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from opsconsole.housekeeping import RuleResult, run_housekeeping
-from opsconsole.logging import job_context
+from opsconsole.logging import job_run
 
 
 class Command(BaseCommand):
@@ -29,8 +29,9 @@ class Command(BaseCommand):
                 line += f"  [{result.transactions} transactions, longest {longest:.0f} ms]"
             self.stdout.write(line)
 
-        with job_context(job_name="housekeeping", phase="dry-run" if dry_run else "delete"):
+        with job_run("housekeeping", mode="dry-run" if dry_run else "delete") as job:
             outcome = run_housekeeping(dry_run=dry_run, progress=show)
+            job.count(removed=outcome.removed)
         self.stdout.write(
             f"{'Dry run: would remove' if dry_run else 'Removed'} {outcome.removed} rows in total"
             + ("" if dry_run else f"; longest transaction {outcome.longest_seconds * 1000:.0f} ms")
