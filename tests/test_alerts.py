@@ -254,7 +254,8 @@ def test_metric_collectors_report_open_alerts_notifications_and_time_to_acknowle
     )
     sent = [s for s in families["opsconsole_notifications"].samples if s.name.endswith("_total")]
     assert [(s.labels, s.value) for s in sent] == [
-        ({"channel": "oncall-webhook", "outcome": "sent"}, 1)
+        ({"channel": "oncall-webhook", "outcome": "sent"}, 1),
+        ({"channel": "oncall-webhook", "outcome": "failed"}, 0),  # a series from the start
     ]
     hist = {
         (s.name, s.labels.get("le")): s.value

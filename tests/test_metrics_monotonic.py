@@ -135,6 +135,7 @@ def test_no_counter_decreases_across_a_retry_and_housekeeping(db, client, http_s
     first = scrapes[0]
     assert first[("batch_failures_total", (("operation_type", "http"),))] == 2
     assert first[("opsconsole_notifications_total", (("channel", "oncall-webhook"), ("outcome", "sent")))] == 1  # fmt: skip
+    assert first[("opsconsole_notifications_total", (("channel", "oncall-webhook"), ("outcome", "failed")))] == 0  # fmt: skip
     assert first[("opsconsole_alert_time_to_acknowledge_seconds_count", ())] == 1
 
     # Retry: the failed items go back to pending (the old counter fell from 2 to 0 here, and

@@ -6,19 +6,23 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db.models import Count
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from monitoring.models import (
-    ACTIVE_STATUSES,
-    Alert,
-    AlertSeverity,
-    Notification,
-    NotificationStatus,
-)
+from monitoring.models import ACTIVE_STATUSES, Alert, AlertSeverity, NotificationChannel
+from monitoring.models.alerts import ACK_WAIT_BUCKETS, ACK_WAIT_HISTOGRAM
+from opsconsole.counters import count_events, read_counters, read_histogram
 
-# Seconds: a minute, five, fifteen, thirty, an hour, four hours, a day.
-ACK_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0)
+# Counted by ``count_notifications`` as the escalation pass records each delivery's end.
+NOTIFICATIONS = "opsconsole_notifications_total"
+
+
+def count_notifications(outcomes: dict[tuple[str, str], int]) -> None:
+    """``{(channel name, "sent" | "failed"): rows}``, in the transaction that records them."""
+    count_events(
+        (NOTIFICATIONS, {"channel": channel, "outcome": outcome}, n)
+        for (channel, outcome), n in sorted(outcomes.items())
+    )
 
 
 def alert_metrics(now: datetime) -> Iterable[Any]:
@@ -40,44 +44,31 @@ def alert_metrics(now: datetime) -> Iterable[Any]:
     yield open_alerts
 
     sent = CounterMetricFamily(
-        "opsconsole_notifications",
-        "Notifications by channel and outcome",
+        NOTIFICATIONS.removesuffix("_total"),
+        "Notifications delivered (sent) or given up (failed), by channel; counted as each "
+        "delivery ends, so deleting old alerts never lowers it",
         labels=["channel", "outcome"],
     )
-    for row in (
-        Notification.objects.filter(
-            status__in=[
-                NotificationStatus.SENT,
-                NotificationStatus.FAILED,
-                NotificationStatus.CANCELLED,
-            ]
-        )
-        .values("channel__name", "status")
-        .annotate(n=Count("id"))
-        .order_by("channel__name", "status")
-    ):
-        sent.add_metric([row["channel__name"], row["status"]], row["n"])
+    counted = {
+        (series.labels["channel"], series.labels["outcome"]): series.value
+        for series in read_counters(NOTIFICATIONS)[NOTIFICATIONS]
+    }
+    # Every channel's series from its creation on, at 0 until its first delivery, so that
+    # increase() sees the first one; a deleted channel's counts stay.
+    channels = set(NotificationChannel.objects.values_list("name", flat=True))
+    channels |= {channel for channel, _ in counted}
+    for channel in sorted(channels):
+        for outcome in ("sent", "failed"):
+            sent.add_metric([channel, outcome], counted.get((channel, outcome), 0))
     yield sent
 
-    wait = ExpressionWrapper(F("acknowledged_at") - F("opened_at"), output_field=DurationField())
-    acked = Alert.objects.filter(acknowledged_at__isnull=False).annotate(wait=wait)
-    from datetime import timedelta
-
-    aggregates = {
-        f"le{i}": Count("id", filter=Q(wait__lte=timedelta(seconds=b)))
-        for i, b in enumerate(ACK_BUCKETS)
-    }
-    figures = acked.aggregate(total=Count("id"), total_wait=Sum("wait"), **aggregates)
-    buckets = [(f"{b:g}", figures[f"le{i}"] or 0) for i, b in enumerate(ACK_BUCKETS)]
-    buckets.append(("+Inf", figures["total"] or 0))
-    total_wait = figures["total_wait"]
-    histogram = HistogramMetricFamily(
-        "opsconsole_alert_time_to_acknowledge_seconds",
-        "Time from an alert opening to its acknowledgement",
-        buckets=buckets,
-        sum_value=total_wait.total_seconds() if total_wait else 0.0,
+    buckets, total_wait, _ = read_histogram(ACK_WAIT_HISTOGRAM, ACK_WAIT_BUCKETS)
+    yield HistogramMetricFamily(
+        ACK_WAIT_HISTOGRAM,
+        "Time from an alert opening to its acknowledgement, observed at each acknowledgement",
+        buckets=[(f"{float(le):g}" if le != "+Inf" else le, n) for le, n in buckets],
+        sum_value=total_wait,
     )
-    yield histogram
 
 
 def alert_activity(since: datetime, until: datetime) -> dict[str, Any]:
