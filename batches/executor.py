@@ -30,6 +30,7 @@ from django.db.models import F, Min
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from batches.events import count_finished, count_item_failures
 from batches.models import (
     ACTIVE_STATUSES,
     OPEN_ITEM_STATUSES,
@@ -155,6 +156,7 @@ def _finish_if_done(batch: BatchOperation, now: datetime) -> None:
     batch.status = final_status(batch.succeeded_items, batch.failed_items)
     batch.finished_at = now
     batch.save(update_fields=["status", "finished_at"])
+    count_finished(batch.operation, batch.status, batch.started_at, now)
     logger.info(
         "batch %s finished: %s (%d succeeded, %d failed of %d)",
         batch.pk,
@@ -237,6 +239,7 @@ def record_outcomes(batch_id: uuid.UUID, outcomes: list[Outcome], now: datetime)
             )
         batch.succeeded_items += succeeded
         batch.failed_items += failed
+        count_item_failures(batch.operation, failed)
         batch.heartbeat_at = now
         batch.save(update_fields=["succeeded_items", "failed_items", "heartbeat_at"])
         _finish_if_done(batch, now)
@@ -258,6 +261,7 @@ def fail_open_items(batch_id: uuid.UUID, error: str, now: datetime, batch_error:
             lease_until=None,
         )
         batch.failed_items += count
+        count_item_failures(batch.operation, count)
         batch.error = batch_error or error
         batch.save(update_fields=["failed_items", "error"])
         _finish_if_done(batch, now)
@@ -403,6 +407,7 @@ def recover(now: datetime | None = None) -> dict[str, int]:
                     lease_until=None,
                 )
                 batch.failed_items += count
+                count_item_failures(batch.operation, count)
                 batch.save(update_fields=["failed_items"])
                 _finish_if_done(batch, now)
                 lost += count

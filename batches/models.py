@@ -17,6 +17,8 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from batches.events import count_finished
+
 
 class BatchStatus(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -137,6 +139,12 @@ class BatchOperation(models.Model):
                 self.items.filter(status=ItemStatus.PENDING).update(
                     status=ItemStatus.CANCELLED, finished_at=now, updated_at=now, error="cancelled"
                 )
+                started_at = (
+                    BatchOperation.objects.filter(pk=self.pk)
+                    .values_list("started_at", flat=True)
+                    .first()
+                )
+                count_finished(self.operation, BatchStatus.CANCELLED, started_at, now)
         self.refresh_from_db()
         return bool(changed)
 

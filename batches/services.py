@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, QuerySet, Sum
 from django.utils import timezone
 
+from batches.events import count_created
 from batches.executor import enqueue_batch, tasks_for
 from batches.models import BatchItem, BatchOperation, BatchStatus, ItemStatus
 from batches.operations import get_operation, operation_names
@@ -176,6 +177,7 @@ def create_batch(data: Any, now: datetime | None = None) -> BatchOperation:
             [BatchItem(batch=batch, key=key, next_attempt_at=now, updated_at=now) for key in keys],
             batch_size=1000,
         )
+        count_created(operation_name)
         transaction.on_commit(lambda: enqueue_batch(batch.pk, tasks_for(len(keys))))
     return batch
 

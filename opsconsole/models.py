@@ -86,3 +86,30 @@ class IdempotentRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.key}"
+
+
+class EventCounter(models.Model):
+    """A Prometheus counter kept in the database: how many times something happened.
+
+    Rows only ever grow (``opsconsole.counters.count_events`` refuses a negative amount), and
+    nothing deletes them: housekeeping removing old batches or alerts, or a retry putting failed
+    items back to pending, never lowers a ``_total`` on /metrics. Incremented in the transaction
+    that records the event, so a rolled-back event is not counted.
+    """
+
+    name = models.CharField(max_length=200, help_text="The sample name, e.g. batch_failures_total.")
+    labels = models.CharField(
+        max_length=500, blank=True, default="", help_text="Canonical JSON of the label set."
+    )
+    value = models.FloatField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "event counter"
+        constraints = [
+            # The upsert's conflict target: one row per series.
+            models.UniqueConstraint(fields=["name", "labels"], name="event_counter_series"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.labels} = {self.value:g}"

@@ -179,44 +179,63 @@ def test_cli_help_and_exit_code_in_a_real_process(subprocess_env):
 # --- monitoring hooks --------------------------------------------------------------------------
 
 
+def finished_by_the_executor(ok: int, bad: int, seconds: float) -> BatchOperation:
+    """A batch whose outcomes are recorded the way a worker records them, so that its events
+    (finish, failed items, duration) are counted."""
+    from batches.executor import claim_chunk, record_outcomes
+
+    batch = create_batch(
+        {"operation": "http", "creator": "ops", "items": list(range(ok + bad)), "payload": HTTP}
+    )
+    start = timezone.now()
+    BatchOperation.objects.filter(pk=batch.pk).update(status=BatchStatus.RUNNING, started_at=start)
+    items = claim_chunk(batch.pk, ok + bad, 60, start)
+    outcomes = [(item, "ok", {}) for item in items[:ok]]
+    outcomes += [(item, "fail", "HTTP 400") for item in items[ok:]]
+    record_outcomes(batch.pk, outcomes, start + timedelta(seconds=seconds))
+    return batch
+
+
 def test_metrics_are_computed_from_the_database(db):
+    """Gauges from the rows as they are; counters and the histogram from the events counted as
+    the batches were created and finished (tests/test_metrics_monotonic.py: they never fall)."""
     from opsconsole.registries import collectors
 
-    finished_batch(seconds=7)
-    finished_batch(seconds=45, bad=0)
+    finished_by_the_executor(ok=2, bad=1, seconds=7)
+    finished_by_the_executor(ok=2, bad=0, seconds=45)
     create_batch({"operation": "http", "creator": "p", "items": ["a"], "payload": HTTP})
-    families = {f.name: f for f in collectors()["batches"](timezone.now())}
-    assert set(families) == {
-        "batch_operations",
+    families = list(collectors()["batches"](timezone.now()))
+    assert {f.name for f in families} == {
+        "batch_operations",  # a gauge and, as batch_operations_total, a counter
+        "batch_operations_created",
         "batch_failures",
         "batch_pending_operations",
         "batch_processing_duration_seconds",
     }
-    totals = {
-        (s.labels["operation"], s.labels["status"]): s.value
-        for s in families["batch_operations"].samples
-        if s.name == "batch_operations_total"
-    }
-    assert totals == {
-        ("http", "completed_with_errors"): 1,
-        ("http", "completed"): 1,
-        ("http", "pending"): 1,
-    }
-    assert families["batch_pending_operations"].samples[0].value == 1
-    assert [
-        s.value for s in families["batch_failures"].samples if s.name == "batch_failures_total"
-    ] == [1]
+    samples = [s for f in families for s in f.samples]
+
+    def values(name: str) -> dict[tuple, float]:
+        return {tuple(sorted(s.labels.values())): s.value for s in samples if s.name == name}
+
+    state = values("batch_operations")
+    assert state[("completed_with_errors", "http")] == 1
+    assert state[("completed", "http")] == 1
+    assert state[("http", "pending")] == 1
+    assert state[("failed", "http")] == 0  # every status is a series, zeros included
+    finished = values("batch_operations_total")
+    assert finished[("completed", "http")] == 1
+    assert finished[("completed_with_errors", "http")] == 1
+    assert finished[("cancelled", "http")] == 0
+    assert values("batch_operations_created_total")[("http",)] == 3
+    assert values("batch_pending_operations") == {(): 1}
+    assert values("batch_failures_total")[("http",)] == 1
     buckets = {
         s.labels["le"]: s.value
-        for s in families["batch_processing_duration_seconds"].samples
-        if s.name.endswith("_bucket")
+        for s in samples
+        if s.name == "batch_processing_duration_seconds_bucket"
     }
     assert buckets == {"1.0": 0, "5.0": 0, "10.0": 1, "30.0": 1, "60.0": 2, "120.0": 2, "+Inf": 2}
-    total = [
-        s.value
-        for s in families["batch_processing_duration_seconds"].samples
-        if s.name.endswith("_sum")
-    ][0]
+    total = values("batch_processing_duration_seconds_sum")[()]
     assert total == pytest.approx(52, abs=0.5)
 
 

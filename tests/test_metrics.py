@@ -186,9 +186,13 @@ now = timezone.now()
 BacklogEntry.objects.create(source="crm", key="a", status="pending")
 BacklogEntry.objects.create(source="crm", key="b", status="pending")
 BacklogEntry.objects.create(source="crm", key="c", status="processed", processed_at=now)
-BatchOperation.objects.create(operation="http", creator="t", status="completed",
-    total_items=2, succeeded_items=2, created_at=now,
-    started_at=now - timezone.timedelta(seconds=7), finished_at=now)
+# A batch finished the way a worker finishes one: its events are what the counters count.
+from batches.executor import claim_chunk, record_outcomes
+done = BatchOperation.objects.create(operation="http", creator="t", status="running",
+    total_items=2, created_at=now, started_at=now - timezone.timedelta(seconds=7))
+BatchItem.objects.create(batch=done, key="x", next_attempt_at=now)
+BatchItem.objects.create(batch=done, key="y", next_attempt_at=now)
+record_outcomes(done.pk, [(i, "ok", {}) for i in claim_chunk(done.pk, 2, 60, now)], now)
 BatchOperation.objects.create(operation="http", creator="t", status="pending", total_items=1)
 """
     result = subprocess.run(

@@ -25,6 +25,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from monitoring.alerts.delivery import Outgoing, build_grouped, build_single, deliver
+from monitoring.alerts.metrics import count_notifications
 from monitoring.alerts.policy import (
     NOBODY,
     ChannelSet,
@@ -279,6 +280,7 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
     failed: dict[tuple[str, datetime | None, str], list[int]] = defaultdict(list)
     events = []
     escalated: set[tuple[int, str, int]] = set()
+    outcomes: dict[tuple[str, str], int] = defaultdict(int)  # (channel, sent|failed) -> rows
     for message in messages:
         for row in message.rows:
             attempt = row.attempts + 1
@@ -292,6 +294,7 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
             }
             if message.error is None:
                 ok_ids.append(row.pk)
+                outcomes[(message.channel.name, "sent")] += 1
                 event["outcome"] = "sent"
                 event["message"] = f"{row.step_key} sent to {message.channel.name}" + (
                     f" (grouped message of {message.payload['count']} alerts)"
@@ -333,6 +336,7 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
                 )
                 if final:
                     result.failed += 1
+                    outcomes[(message.channel.name, "failed")] += 1
                 else:
                     result.retrying += 1
             events.append(event)
@@ -357,6 +361,7 @@ def record(messages: list[Outgoing], token: str, now: datetime, result: PassResu
             else:
                 fields["finished_at"] = now
             Notification.objects.filter(claim_token=token, id__in=ids).update(**fields)
+        count_notifications(outcomes)
         for event in events:
             event.setdefault("outcome", "")
             event.setdefault("message", "")

@@ -13,8 +13,15 @@ from typing import Any
 from django.db import models, transaction
 from django.utils import timezone
 
+from opsconsole.counters import observe
+
 SNOOZE_MIN = timedelta(minutes=30)
 SNOOZE_MAX = timedelta(hours=24)
+
+# Observed at each acknowledgement (a durable counter: deleting old alerts never lowers it).
+ACK_WAIT_HISTOGRAM = "opsconsole_alert_time_to_acknowledge_seconds"
+# Seconds: a minute, five, fifteen, thirty, an hour, four hours, a day.
+ACK_WAIT_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0)
 
 
 class AlertStatus(models.TextChoices):
@@ -148,6 +155,7 @@ class Alert(models.Model):
             self._event(
                 AlertEventKind.ACKNOWLEDGED, actor, f"Acknowledged{f' via {via}' if via else ''}"
             )
+            observe(ACK_WAIT_HISTOGRAM, (now - self.opened_at).total_seconds(), ACK_WAIT_BUCKETS)
         return True
 
     def acknowledge_by_link(self, nonce: str) -> bool:

@@ -1,4 +1,9 @@
-"""Prometheus alerting rules for the metrics /metrics exports (``manage.py prometheus_rules``)."""
+"""Prometheus alerting rules for the metrics /metrics exports (``manage.py prometheus_rules``).
+
+``docs/prometheus-rules.test.yaml`` holds ``promtool test rules`` cases for this output (as
+``opsconsole-rules.yml``); tests/test_metrics_monotonic.py runs them. A changed expression or
+annotation changes the cases too.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ EXPORTED_METRICS = {
     "opsconsole_notifications_total": "alerts",
     "opsconsole_alert_time_to_acknowledge_seconds": "alerts",
     "opsconsole_backlog_entries": "backlog",
+    "batch_operations": "batches",
+    "batch_operations_created_total": "batches",
     "batch_operations_total": "batches",
     "batch_processing_duration_seconds": "batches",
     "batch_pending_operations": "batches",
