@@ -42,6 +42,15 @@ BASE_ENV = {
 sys.path.insert(0, str(ROOT))
 
 
+def _clear_queue() -> None:
+    """Drops the task list of this console's cluster, and nothing else: BENCH_REDIS_URL may
+    point at a database that other people use."""
+    import redis  # like main(): imported once the benchmark's environment is set
+    from django_q.conf import Conf  # reads the settings: only after django.setup()
+
+    redis.Redis.from_url(REDIS_URL).delete(f"django_q:{Conf.CLUSTER_NAME}:q")
+
+
 def serve(port_file: str) -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -138,7 +147,6 @@ def main() -> None:
     import django
 
     django.setup()
-    import redis
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
@@ -150,7 +158,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE batches_batchitem, batches_batchoperation")
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    _clear_queue()
 
     port_file = f"/tmp/bench-batches-{os.getpid()}.port"
     receiver = Process(target=serve, args=(port_file,), daemon=True)
@@ -213,7 +221,7 @@ def main() -> None:
             p95 <= 100,
         )
     )
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    _clear_queue()
 
     # 3. keyset depth: 100,050 batches, page 1 against the page 100,000 rows deep
     from datetime import timedelta

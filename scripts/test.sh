@@ -30,6 +30,36 @@ except Exception as exc:
 PY
 }
 
+# The suite writes and deletes keys in its Redis database (both runs: the SQLite run's Redis
+# tests use it too), so it only takes one that is empty or that it marked on an earlier run:
+# never a database someone else may be using.
+redis_is_ours() {
+  python - "$REDIS_TEST_URL" <<'PY'
+import sys
+import redis
+MARK = "opsconsole-test-suite"
+url = sys.argv[1]
+try:
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    size = client.dbsize()
+except Exception:
+    sys.exit(0)  # not answering: the Redis tests skip, and services_up says why
+if size and not client.exists(MARK):
+    print(
+        f"Redis database {url} holds {size} keys and no '{MARK}' key: it may be in use. "
+        "Point TEST_REDIS_URL at an empty database (the suite marks it as its own), "
+        "or empty this one yourself if it is yours."
+    )
+    sys.exit(1)
+client.set(MARK, "used by the Ops Console test suite (scripts/test.sh)")
+PY
+}
+if ! reason=$(redis_is_ours); then
+  echo "REFUSED: $reason"
+  exit 1
+fi
+export TEST_REDIS_URL="$REDIS_TEST_URL"
+
 status=0
 echo "=== Test run 1/2: SQLite, ORM broker, local-memory cache ==="
 env -u DATABASE_URL -u REDIS_URL python -m pytest "$@" || status=$?

@@ -30,16 +30,6 @@ def fast_executor(settings):
     settings.BATCH_OPERATION_TIMEOUT = 20  # bounds every test here
 
 
-@pytest.fixture(autouse=True)
-def clean_redis_queue():
-    """Our Redis DB only (the PostgreSQL run points REDIS_URL at it): no leftover tasks."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        import redis
-
-        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-
-
 def key_of(request) -> str:
     return request.path.rsplit("/", 1)[-1]
 
