@@ -69,8 +69,12 @@ def _kill_leftovers(processes: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
-def test_qcluster_stops_within_10s_on_group_sigterm_and_loses_no_task(subprocess_env, tmp_path):
-    """Six one-second tasks, two workers: SIGTERM to the group while they run. The cluster
+@pytest.mark.parametrize("every_process", [False, True], ids=["process-group", "control-group"])
+def test_qcluster_stops_within_10s_on_group_sigterm_and_loses_no_task(
+    subprocess_env, tmp_path, every_process
+):
+    """Six one-second tasks, two workers: SIGTERM to the group while they run (or to every
+    process of the cluster at once, as systemd's KillMode=control-group does). The cluster
     exits within 10 s with no process left; every task ran exactly once, in this cluster or,
     when it had not been taken yet, in the next one."""
     done = tmp_path / "done.txt"
@@ -85,8 +89,17 @@ def test_qcluster_stops_within_10s_on_group_sigterm_and_loses_no_task(subprocess
         processes = _tree(first.pid)
         assert len(processes) >= 4, "sentinel, pusher, monitor and workers should be running"
 
-        elapsed = _stop_group(first)
-        print(f"qcluster group SIGTERM -> exit in {elapsed:.2f}s")
+        if every_process:
+            started = time.monotonic()
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            first.wait(timeout=STOP_LIMIT + 20)
+            elapsed = time.monotonic() - started
+        else:
+            elapsed = _stop_group(first)
+        print(
+            f"qcluster SIGTERM ({'every process' if every_process else 'group'}) -> exit in {elapsed:.2f}s"
+        )
         assert first.returncode == 0, log.read_text()[-3000:]
         assert elapsed < STOP_LIMIT, f"stopped after {elapsed:.1f}s"
         assert not _kill_leftovers(processes), "cluster processes outlived the command"

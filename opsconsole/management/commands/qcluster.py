@@ -1,23 +1,25 @@
 """``manage.py qcluster``: django-q2's worker cluster, made to stop cleanly under a supervisor.
 
-Why a wrapper: django-q2 (1.11) starts its sentinel, pusher, monitor and workers in the process
-group of the command, with SIGTERM's default action. A SIGTERM sent to the whole group (systemd's
-default ``KillMode=control-group``, ``timeout``, ``kill -TERM -PGID``, ``make run``'s Ctrl-C)
-kills the sentinel while it waits on the cluster's stop event; the main process, handling the
-same signal, then blocks for ever in ``Event.set()`` (multiprocessing's condition waits for the
-dead waiter to wake up): it logs "stopping" and hangs until the supervisor's SIGKILL, and the
-tasks in flight die half-way.
+Why a wrapper: django-q2 (1.11) starts its sentinel, pusher, monitor and workers with SIGTERM's
+default action. A SIGTERM sent to every process (systemd's default ``KillMode=control-group``,
+``timeout``, ``kill -TERM -PGID``) kills the sentinel while it waits on the cluster's stop
+event; the main process, handling the same signal, then blocks for ever in ``Event.set()``
+(multiprocessing's condition waits for the dead waiter to wake up): it logs "stopping" and
+hangs until the supervisor's SIGKILL, and the tasks in flight die half-way.
 
-Here the sentinel and everything under it get a process group of their own, so a signal sent to
-this command's group reaches only this process. It stops the cluster in django-q2's order
-(pusher first, then the tasks already taken run to their end, then results are saved), from
-the main loop rather than inside the signal handler, and kills what is left after
-``QCLUSTER_STOP_TIMEOUT``. A sentinel whose parent vanished (SIGKILL) kills its own group.
+Here only the main process acts on SIGTERM and SIGINT: it stops the cluster in django-q2's
+order (pusher first, then the tasks already taken run to their end, then results are saved),
+from the main loop rather than inside the signal handler, and kills what is left after
+``QCLUSTER_STOP_TIMEOUT``. The sentinel, pusher and monitor hold SIGTERM blocked; a worker
+leaves it to the sentinel to stop it, unless the sentinel's guard is terminating it for a task
+past its timeout (its timer is 0), which still ends it at once. SIGKILL still ends everything,
+as a crash would.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import multiprocessing.util
 import os
 import signal
@@ -26,36 +28,61 @@ import threading
 import time
 from typing import Any
 
+import psutil
 from django.conf import settings
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
+from django_q.worker import worker
 
 logger = logging.getLogger("opsconsole.qcluster")
 
-# How often the sentinel looks for its parent, and the main process for a stop request.
+# How often the main process looks for a stop request, and the sentinel for its parent.
 _POLL_SECONDS = 0.2
 
 
-class _SentinelGroup:
-    """After-fork hook (multiprocessing calls it in every child it forks): the direct child of
-    the command, the sentinel, leaves the command's process group and watches its parent."""
+class _ClusterSignals:
+    """After-fork hook: multiprocessing calls it in every process the cluster forks, before the
+    process's target runs (so before django-q2's Sentinel sets SIGTERM back to its default)."""
 
     def __init__(self, parent_pid: int) -> None:
         self.parent_pid = parent_pid
 
     def __call__(self, _obj: Any = None) -> None:
-        # Workers, pusher and monitor are forked by the sentinel: they stay in its group.
-        if os.getppid() != self.parent_pid:
+        process = multiprocessing.current_process()
+        if getattr(process, "_target", None) is worker:
+            timer = process._args[2]  # worker(task_queue, result_queue, timer, timeout)
+            signal.signal(signal.SIGTERM, _worker_sigterm(timer))
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             return
-        os.setpgid(0, 0)
-        threading.Thread(target=self._watch_parent, name="parent-watch", daemon=True).start()
+        # Sentinel (forked by the command), pusher and monitor (forked by the sentinel): they
+        # inherit the block, and a signal handler set later does not lift it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        if os.getppid() == self.parent_pid:
+            threading.Thread(
+                target=_die_with_parent, args=(self.parent_pid,), name="parent-watch", daemon=True
+            ).start()
 
-    def _watch_parent(self) -> None:
-        while os.getppid() == self.parent_pid:
-            time.sleep(1.0)
-        # The command is gone without stopping us (SIGKILL, OOM): no one would ever stop the
-        # cluster, so it stops itself rather than run unsupervised.
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+def _worker_sigterm(timer: Any) -> Any:
+    def on_sigterm(signum: int, frame: Any) -> None:
+        # 0: the sentinel's guard gave up on this worker's task (timeout) and terminates it.
+        # Otherwise the signal was meant for the whole cluster: the task in hand finishes, and
+        # the sentinel's STOP ends this worker. Read without the lock: the guard holds it.
+        if timer.get_obj().value == 0:
+            os._exit(1)
+
+    return on_sigterm
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In the sentinel: once the command is gone without stopping the cluster (SIGKILL, OOM),
+    nothing would ever stop it; it kills its own processes rather than run unsupervised."""
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    me = psutil.Process()
+    for child in me.children(recursive=True):
+        child.kill()
+    me.kill()
 
 
 class Command(DjangoQCommand):
@@ -77,7 +104,7 @@ class Command(DjangoQCommand):
             # Only a flag: stopping takes locks that the interrupted code may hold.
             requested.append(signum)
 
-        hook = _SentinelGroup(os.getpid())
+        hook = _ClusterSignals(os.getpid())
         multiprocessing.util.register_after_fork(hook, hook)
         cluster = Cluster()  # installs django-q2's handlers, replaced at once below
         signal.signal(signal.SIGTERM, request_stop)
@@ -110,10 +137,11 @@ class Command(DjangoQCommand):
                 "jobs",
                 stop_timeout,
             )
-            try:
-                os.killpg(cluster.sentinel.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for process in psutil.Process().children(recursive=True):
+                try:
+                    process.kill()
+                except psutil.NoSuchProcess:
+                    pass
             logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()
