@@ -19,6 +19,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def make_check(name: str, kind: str, config: dict, **fields) -> Check:
+    # These tests judge the kinds themselves: no start-up grace (tests/test_check_trust.py).
+    fields.setdefault("startup_grace_seconds", 0)
     return Check.objects.create(
         name=name, kind=kind, config=get_kind(kind).validate_config(config), **fields
     )
@@ -279,7 +281,10 @@ def test_baseline_without_enough_history_gives_no_verdict():
 def test_baseline_within_limits_and_rises():
     assert compare(2900, AROUND_3000, {"drop_pct": 50, "window": 12}).status == "ok"
     rose = compare(9000, AROUND_3000, {"rise_pct": 100, "window": 12})
-    assert rose.status == "warning" and rose.message == "rose 200 % vs baseline 3,005"
+    assert rose.status == "warning"
+    assert rose.message == (
+        "rose 200 % vs baseline 3,005 (more than rise_pct 100 %, median of the last 12 values)"
+    )
     assert compare(1, [0] * 12, {"drop_pct": 50, "window": 12}) is None
 
 

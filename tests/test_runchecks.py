@@ -29,13 +29,13 @@ def test_prints_a_table_of_results(http_server, capsys):
     http_check("down", f"http://127.0.0.1:{closed_port()}/")
     call_command("runchecks")
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["NAME", "STATUS", "VALUE", "TIME", "MESSAGE"]
+    assert out.splitlines()[0].split() == ["NAME", "CHECK", "RUN", "VALUE", "TIME", "MESSAGE"]
     assert any(line.startswith("web ") and " ok " in line for line in out.splitlines())
     assert any(
         line.startswith("down ") and "critical" in line and "unreachable" in line
         for line in out.splitlines()
     )
-    assert "2 checks: 1 critical, 1 ok" in out
+    assert "2 checks: 1 critical, 1 ok (after debounce; 2 changed status, marked *)" in out
 
 
 def test_json_output(http_server, capsys):

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from monitoring.checks.baseline import rule_problems
 from monitoring.checks.runner import run_checks
 from monitoring.kinds import CheckKind, ConfigError, get_kind, kind_names, mask_secrets
 from monitoring.models import Check, CheckRun, CheckStatus, can_author_sql
@@ -62,6 +63,9 @@ class CheckForm(forms.ModelForm):
             return cleaned
         if self._refuse_unpermitted_sql(kind, cleaned["config"]):
             return cleaned
+        if cleaned.get("baseline") is not None:
+            for key, text in rule_problems(cleaned["baseline"]).items():
+                self.add_error("baseline", f"{key}: {text}")
         default_warn, default_crit, default_direction = kind.default_thresholds(cleaned["config"])
         warn = cleaned.get("warn") if cleaned.get("warn") is not None else default_warn
         crit = cleaned.get("crit") if cleaned.get("crit") is not None else default_crit
@@ -105,7 +109,7 @@ class CheckAdmin(admin.ModelAdmin):
     list_filter = ("status", "kind", "component", "enabled")
     search_fields = ("name", "component")
     list_select_related = ("depends_on",)
-    actions = ("run_now", "enable", "disable")
+    actions = ("run_now", "enable", "disable", "reset_baseline")
     readonly_fields = (
         "status",
         "last_value",
@@ -113,6 +117,7 @@ class CheckAdmin(admin.ModelAdmin):
         "last_run_at",
         "status_changed_at",
         "next_run_at",
+        "baseline_since",
         "ping_url",
         "masked_config",
         "created_at",
@@ -134,7 +139,18 @@ class CheckAdmin(admin.ModelAdmin):
         ),
         (
             "Thresholds",
-            {"fields": ("warn", "crit", "direction", "debounce", "baseline", "depends_on")},
+            {
+                "fields": (
+                    "warn",
+                    "crit",
+                    "direction",
+                    "debounce",
+                    "baseline",
+                    "baseline_since",
+                    "startup_grace_seconds",
+                    "depends_on",
+                )
+            },
         ),
         (
             "State",
@@ -181,6 +197,9 @@ class CheckAdmin(admin.ModelAdmin):
     def run_now(self, request, queryset):
         results = run_checks(list(queryset[:200]), claim=False)
         for result in results:
+            if result.run is None:
+                self.message_user(request, f"{result.check.name}: {result.error}", messages.ERROR)
+                continue
             level = messages.SUCCESS if result.run.status == CheckStatus.OK else messages.WARNING
             self.message_user(
                 request, f"{result.check.name}: {result.run.status} {result.run.message}", level
@@ -189,6 +208,19 @@ class CheckAdmin(admin.ModelAdmin):
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request, queryset):
         self.message_user(request, f"Enabled {queryset.update(enabled=True)} checks.")
+
+    @admin.action(
+        description="Reset baseline (the current level becomes normal)", permissions=["change"]
+    )
+    def reset_baseline(self, request, queryset):
+        actor = request.user.get_username()
+        for check in queryset.filter(baseline__isnull=False)[:1000]:
+            where = check.reset_baseline(actor)
+            self.message_user(request, f"{check.name}: baseline reset (logged on {where}).")
+        if not queryset.filter(baseline__isnull=False).exists():
+            self.message_user(
+                request, "None of these checks has a baseline rule.", messages.WARNING
+            )
 
     @admin.action(description="Disable (pause)", permissions=["change"])
     def disable(self, request, queryset):

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from django.db import transaction
 
+from monitoring.checks.baseline import rule_problems
 from monitoring.kinds import ConfigError, get_kind
 from monitoring.models import Check, Direction
 from monitoring.models.checks import default_interval_seconds, default_timeout_seconds
@@ -36,6 +37,7 @@ CHECK_FIELDS = {
     "baseline",
     "depends_on",
     "enabled",
+    "startup_grace",
 }
 
 
@@ -202,21 +204,18 @@ def validate_check(
 
     baseline = raw.get("baseline")
     if baseline is not None:
-        if not isinstance(baseline, dict):
-            problem("baseline", "must be a mapping such as {drop_pct: 50, window: 12}")
-        else:
-            for key in baseline:
-                if key not in ("drop_pct", "rise_pct", "window"):
-                    problem(f"baseline.{key}", "unknown; allowed: drop_pct, rise_pct, window")
-            if "drop_pct" not in baseline and "rise_pct" not in baseline:
-                problem("baseline", "give drop_pct or rise_pct")
-            for key in ("drop_pct", "rise_pct"):
-                if key in baseline and (not _number(baseline[key]) or baseline[key] <= 0):
-                    problem(f"baseline.{key}", "must be a positive number of percent")
-            window = baseline.get("window", 12)
-            if isinstance(window, bool) or not isinstance(window, int) or not 2 <= window <= 1000:
-                problem("baseline.window", "must be a whole number from 2 to 1000")
+        for key, text in rule_problems(baseline).items():
+            problem(key, text)
     fields["baseline"] = baseline
+
+    # None: one interval (Check.startup_grace).
+    grace = raw.get("startup_grace")
+    fields["startup_grace_seconds"] = None
+    if grace is not None:
+        try:
+            fields["startup_grace_seconds"] = int(parse_duration(grace))
+        except ValueError as exc:
+            problem("startup_grace", str(exc))
 
     for key in ("component", "description"):
         value = raw.get(key, "")

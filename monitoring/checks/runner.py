@@ -66,6 +66,8 @@ class ProbeResult:
     observation: Observation
     duration_ms: float
     run: CheckRun | None = None
+    # Why the run could not be recorded (None when it was).
+    error: str | None = None
 
 
 def _probe(check: Check, ctx: ProbeContext) -> Observation:
@@ -169,7 +171,18 @@ def run_checks(checks: list[Check], *, claim: bool = True) -> list[ProbeResult]:
     results = probe_concurrently(checks)
     for result in results:
         with job_context(check=result.check.name, phase="record"):
-            result.run = result.check.record(result.observation, duration_ms=result.duration_ms)
+            try:
+                result.run = result.check.record(result.observation, duration_ms=result.duration_ms)
+            except Exception as exc:  # noqa: BLE001 - one check's failure must not lose the pass
+                # A database error or a lock timeout on one check: its transaction rolled
+                # back, the others are still recorded. Its slot was claimed above, so it
+                # runs again at its next slot, not in a retry storm.
+                result.error = f"not recorded: {type(exc).__name__}: {exc}"
+                logger.exception(
+                    "recording the run of %s failed; it runs again at its next slot",
+                    result.check.name,
+                    extra={"check": result.check.name},
+                )
     return results
 
 

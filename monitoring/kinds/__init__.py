@@ -37,6 +37,9 @@ class Observation:
     error: str | None = None
     # Kind-private state to keep on the check for the next run.
     state: dict[str, Any] | None = None
+    # The data watched is not there (no rows, NULL, a count of zero): during a new check's
+    # start-up grace this is "unknown", not an alarm (``Check.evaluate``).
+    no_data: bool = False
 
 
 class CheckKind:

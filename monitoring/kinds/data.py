@@ -283,6 +283,7 @@ class FreshnessKind(CheckKind):
             return Observation(
                 status=CheckStatus.CRITICAL,
                 message="no rows: the table is empty or the query matched nothing",
+                no_data=True,
             )
         newest = _as_datetime(raw)
         if newest is None:
@@ -367,6 +368,7 @@ class SqlValueKind(CheckKind):
                     status=CheckStatus.CRITICAL,
                     message="the query returned no value (no rows or NULL); "
                     "set null_as to treat that as a number",
+                    no_data=True,
                 )
             raw = config["null_as"]
         try:
@@ -375,4 +377,7 @@ class SqlValueKind(CheckKind):
             return Observation(error=f"the query returned {raw!r}, which is not a number")
         shown = f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
         label = f"rows in {config['table']}" if "table" in config else "value"
-        return Observation(value=value, message=f"{label} {shown}{self.unit_for(config)}")
+        # A count of nothing (events in the last hour on a new install) is "no data yet".
+        return Observation(
+            value=value, message=f"{label} {shown}{self.unit_for(config)}", no_data=value == 0
+        )

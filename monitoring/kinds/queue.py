@@ -117,10 +117,15 @@ def judge(
     (``QUEUE_DEFAULTS`` merged with a check's own); ``warn`` / ``crit`` bound the backlog."""
     problems: list[tuple[str, str]] = []
 
-    def add(value: float, warn: float | None, crit: float | None, text: str) -> None:
+    def add(
+        value: float, warn: float | None, crit: float | None, text: str, unit: str = ""
+    ) -> None:
         level = grade(value, warn, crit)
         if level != CheckStatus.OK:
-            problems.append((level, text))
+            # Name the rule crossed, so the reader knows why this is a problem at all.
+            limit = crit if level == CheckStatus.CRITICAL else warn
+            shown = format_duration(limit) if unit == "duration" else f"{limit:g}{unit}"
+            problems.append((level, f"{text}, above {level} threshold {shown}"))
 
     alive = reading.clusters_alive or 0
     # A stalled queue explains every other symptom, so it is named first.
@@ -149,6 +154,7 @@ def judge(
             config["error_rate_warn"],
             config["error_rate_crit"],
             f"error rate {rate:g} % of {done} tasks",
+            " %",
         )
     oldest = reading.oldest_queued_seconds
     if oldest is not None:
@@ -157,5 +163,6 @@ def judge(
             config["oldest_warn"],
             config["oldest_crit"],
             f"oldest queued task waiting {format_duration(oldest)}",
+            "duration",
         )
     return problems

@@ -29,7 +29,7 @@ from monitoring.models.checks import (
     register_after_record,
     worst,
 )
-from monitoring.models.maintenance import MaintenanceWindow
+from monitoring.models.maintenance import MaintenanceWindow, WindowSource
 from monitoring.models.notifications import (
     ChannelKind,
     EscalationPolicy,
@@ -61,6 +61,7 @@ __all__ = [
     "EscalationPolicy",
     "EscalationStep",
     "MaintenanceWindow",
+    "WindowSource",
     "Notification",
     "NotificationChannel",
     "NotificationStatus",

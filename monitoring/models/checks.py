@@ -10,8 +10,9 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from monitoring.checks.baseline import DEFAULT_WINDOW, BaselineVerdict, compare
+from monitoring.checks.baseline import BaselineVerdict, compare, window_of
 from monitoring.kinds import CheckKind, ConfigError, get_kind
+from monitoring.models.alerts import ACTIVE_STATUSES, Alert
 
 if TYPE_CHECKING:
     from monitoring.kinds import Observation
@@ -85,6 +86,14 @@ class Check(models.Model):
     baseline = models.JSONField(
         null=True, blank=True, help_text='e.g. {"drop_pct": 50, "window": 12}'
     )
+    startup_grace_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="After the check is created, 'no data' (no rows, NULL, zero) is not an "
+        "alarm for this long. Empty: one interval.",
+    )
+    # Runs before this moment do not count for the baseline (an operator's reset).
+    baseline_since = models.DateTimeField(null=True, blank=True, editable=False)
     depends_on = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="dependents"
     )
@@ -170,10 +179,26 @@ class Check(models.Model):
             return CheckStatus.WARNING
         return CheckStatus.OK
 
-    def evaluate(self, observation: Observation) -> tuple[str, str]:
+    @property
+    def startup_grace(self) -> timedelta:
+        seconds = self.startup_grace_seconds
+        return timedelta(seconds=self.interval_seconds if seconds is None else seconds)
+
+    def in_startup_grace(self, now: datetime) -> bool:
+        return self.created_at is not None and now < self.created_at + self.startup_grace
+
+    def evaluate(self, observation: Observation, now: datetime | None = None) -> tuple[str, str]:
         """The raw status and message of one observation, before debounce."""
+        status, message, _ = self.evaluate_with_baseline(observation, now)
+        return status, message
+
+    def evaluate_with_baseline(
+        self, observation: Observation, now: datetime | None = None
+    ) -> tuple[str, str, BaselineVerdict | None]:
+        """(raw status, message, baseline verdict) of one observation, before debounce."""
+        now = now or timezone.now()
         if observation.error:
-            return CheckStatus.CRITICAL, observation.error
+            return CheckStatus.CRITICAL, observation.error, None
         status = worst(observation.status, self.threshold_status(observation.value))
         message = observation.message
         if observation.status is None and status != CheckStatus.OK:
@@ -182,27 +207,93 @@ class Check(models.Model):
             word = "below" if direction == Direction.BELOW else "above"
             unit = self.kind_impl.unit_for(self.config)
             message = f"{message} ({word} {status} threshold {limit:g}{unit})".strip()
+        if (
+            observation.no_data
+            and SEVERITY_RANK[CheckStatus(status)] > SEVERITY_RANK[CheckStatus.UNKNOWN]
+            and self.in_startup_grace(now)
+        ):
+            # A new check watching data that does not exist yet (a fresh install's first
+            # pass): no alarm until the data has had one interval to appear.
+            until = self.created_at + self.startup_grace
+            return (
+                CheckStatus.UNKNOWN,
+                f"{message} (start-up grace until {until:%Y-%m-%d %H:%M:%S} UTC: "
+                "no data yet is not an alarm)".strip(),
+                None,
+            )
+        verdict = None
         if self.baseline and observation.value is not None:
             verdict = self.baseline_verdict(observation.value)
-            if verdict is not None and verdict.status != CheckStatus.OK:
+            if verdict is not None and verdict.breached:
                 status = worst(status, verdict.status)
                 message = f"{message}; {verdict.message}" if message else verdict.message
-        return status, message
+        return status, message, verdict
 
-    def recent_values(self, window: int) -> list[float]:
-        """The values of the latest runs, newest first (served by checkrun_check_latest_idx)."""
-        return list(
-            CheckRun.objects.filter(check_obj_id=self.pk, value__isnull=False)
-            .order_by("-created_at", "-id")
-            .values_list("value", flat=True)[:window]
+    def baseline_history(self) -> list[float]:
+        """The values the baseline is the median of, newest first.
+
+        Runs that were themselves in breach of the baseline are left out, so while a drop
+        persists the baseline is frozen at its level before the drop. A time window ends at
+        the newest run that was not in breach, for the same reason. Runs before an
+        operator's reset (``baseline_since``) do not count. Served by
+        checkrun_check_latest_idx: one check's runs, newest first.
+        """
+        window = window_of(self.baseline or {})
+        runs = CheckRun.objects.filter(
+            check_obj_id=self.pk, value__isnull=False, details__baseline_breach__isnull=True
         )
+        if self.baseline_since is not None:
+            runs = runs.filter(created_at__gte=self.baseline_since)
+        runs = runs.order_by("-created_at", "-id")
+        if window.runs is not None:
+            return list(runs.values_list("value", flat=True)[: window.runs])
+        newest = runs.values_list("created_at", flat=True).first()
+        if newest is None:
+            return []
+        start = newest - timedelta(seconds=window.seconds or 0)
+        return list(runs.filter(created_at__gt=start).values_list("value", flat=True))
 
     def baseline_verdict(self, value: float | None) -> BaselineVerdict | None:
         """The baseline rule applied to ``value`` (None when there is no rule or history)."""
         rule = self.baseline
         if not rule or value is None or not self.pk:
             return None
-        return compare(value, self.recent_values(int(rule.get("window", DEFAULT_WINDOW))), rule)
+        return compare(value, self.baseline_history(), rule)
+
+    def reset_baseline(self, actor: str, now: datetime | None = None) -> str:
+        """Starts the baseline afresh from the next runs (the current level is the new normal).
+
+        Logged where an operator looks: on the open alert's timeline when there is one,
+        else as a run of the check. Returns where it was logged ("alert #N" or "runs").
+        """
+        now = now or timezone.now()
+        text = f"Baseline reset by {actor}: the next runs make the new baseline"
+        with transaction.atomic():
+            locked = Check.objects.select_for_update().get(pk=self.pk)
+            Check.objects.filter(pk=self.pk).update(baseline_since=now)
+            self.baseline_since = now
+            # The check's own alert (dedup key "check:<id>", the alert engine's key) if open.
+            alert = (
+                Alert.objects.filter(
+                    check_obj_id=self.pk,
+                    dedup_key=f"check:{self.pk}",
+                    status__in=ACTIVE_STATUSES,
+                )
+                .order_by("-id")
+                .first()
+            )
+            if alert is not None:
+                alert.add_note(actor, text)
+                return f"alert #{alert.pk}"
+            CheckRun.objects.create(
+                check_obj=self,
+                status=locked.status,
+                value=None,
+                message=text,
+                details={"event": "baseline_reset", "actor": actor},
+                created_at=now,
+            )
+        return "runs"
 
     def _debounced(self, raw: str) -> tuple[str, str, int]:
         """(new check status, streak status, streak count)."""
@@ -218,7 +309,13 @@ class Check(models.Model):
     ) -> CheckRun:
         """Stores one run and moves the check's state; returns the run."""
         now = now or timezone.now()
-        raw_status, message = self.evaluate(observation)
+        raw_status, message, verdict = self.evaluate_with_baseline(observation, now)
+        details = dict(observation.details or {})
+        if verdict is not None:
+            details["baseline"] = round(verdict.baseline, 4)
+            if verdict.breached:
+                # Keeps this value out of the baseline (see baseline_history).
+                details["baseline_breach"] = True
         with transaction.atomic():
             locked = Check.objects.select_for_update().get(pk=self.pk)
             previous = locked.status
@@ -235,7 +332,7 @@ class Check(models.Model):
                 status=raw_status,
                 value=observation.value,
                 message=message[:2000],
-                details=observation.details or {},
+                details=details,
                 duration_ms=round(duration_ms, 2),
                 created_at=now,
                 status_changed=changed,

@@ -11,6 +11,26 @@ if TYPE_CHECKING:
     from monitoring.models.alerts import Alert
 
 
+class WindowSource(models.TextChoices):
+    # Defined in a check file (loadchecks): the file owns it, --prune may delete it.
+    FILE = "file", "Check file"
+    # A person muted the check on its page: only a person (Unmute) or its expiry ends it.
+    PAGE = "page", "Muted on the check page"
+
+
+class MaintenanceWindowQuerySet(models.QuerySet):
+    def from_file(self) -> MaintenanceWindowQuerySet:
+        """Windows a check file defines: the only ones ``loadchecks --prune`` may delete."""
+        return self.filter(source=WindowSource.FILE)
+
+    def page_mutes(self) -> MaintenanceWindowQuerySet:
+        """Mutes a person set on a check page."""
+        return self.filter(source=WindowSource.PAGE)
+
+    def active(self, now: datetime) -> MaintenanceWindowQuerySet:
+        return self.filter(starts_at__lte=now, ends_at__gt=now)
+
+
 class MaintenanceWindow(models.Model):
     name = models.CharField(max_length=100, unique=True)
     check_obj = models.ForeignKey(
@@ -26,6 +46,15 @@ class MaintenanceWindow(models.Model):
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     reason = models.TextField(blank=True, default="")
+    source = models.CharField(
+        max_length=10,
+        choices=WindowSource.choices,
+        default=WindowSource.FILE,
+        help_text="Check-file windows are replaced by loadchecks; page mutes are not.",
+    )
+    created_by = models.CharField(max_length=150, blank=True, default="")
+
+    objects = MaintenanceWindowQuerySet.as_manager()
 
     class Meta:
         ordering = ["-starts_at"]

@@ -30,6 +30,7 @@ from django_q.signing import SignedPackage
 from django_q.status import Stat
 from redis.exceptions import RedisError
 
+from monitoring.kinds import get_kind, kind_names
 from monitoring.models import SEVERITY_RANK, Alert, AlertSeverity, AlertStatus, Check, CheckStatus
 from monitoring.observability.processes import scan_processes
 from opsconsole.env import parse_database_url
@@ -256,9 +257,13 @@ def read_database() -> DatabaseReading:
         )
 
 
+# A scheduled pass missed for this many intervals of the shortest check is a stall.
+STALLED_AFTER_INTERVALS = 2
+
+
 @dataclass
 class SchedulerReading:
-    """How long ago any check last ran, against the shortest check interval."""
+    """How long ago the runner last ran a scheduled check, against the shortest interval."""
 
     enabled_checks: int
     last_run_at: datetime | None
@@ -268,27 +273,38 @@ class SchedulerReading:
 
     @property
     def limit_seconds(self) -> float | None:
-        return None if self.interval_seconds is None else 3 * self.interval_seconds
+        if self.interval_seconds is None:
+            return None
+        return STALLED_AFTER_INTERVALS * self.interval_seconds
+
+
+def pushed_kinds() -> list[str]:
+    return [name for name in kind_names() if get_kind(name).pushed]
 
 
 def read_scheduler(now: datetime | None = None) -> SchedulerReading:
     now = now or timezone.now()
-    # Heartbeat checks are pushed by the jobs they watch, but runchecks still evaluates them,
-    # so every enabled check counts.
-    agg = Check.objects.filter(enabled=True).aggregate(
-        n=Count("id"),
-        last=Max("last_run_at"),
-        interval=Min("interval_seconds"),
-        first=Min("created_at"),
+    # Only checks the runner probes count: a heartbeat's run is written by the job's ping
+    # too, so cron jobs that keep pinging would hide a scheduler that stopped.
+    agg = (
+        Check.objects.filter(enabled=True)
+        .exclude(kind__in=pushed_kinds())
+        .aggregate(
+            n=Count("id"),
+            last=Max("last_run_at"),
+            interval=Min("interval_seconds"),
+            first=Min("created_at"),
+        )
     )
     if not agg["n"]:
         return SchedulerReading(0, None, None, None, False)
-    # A fresh installation gets three intervals from its first check's creation before it
+    # A fresh installation gets the same time from its first check's creation before it
     # counts as stalled.
     reference = agg["last"] or agg["first"]
     age = max(0.0, (now - reference).total_seconds())
     interval = int(agg["interval"])
-    return SchedulerReading(agg["n"], agg["last"], round(age, 1), interval, age > 3 * interval)
+    stalled = age >= STALLED_AFTER_INTERVALS * interval
+    return SchedulerReading(agg["n"], agg["last"], round(age, 1), interval, stalled)
 
 
 # --- overall state ----------------------------------------------------------------------

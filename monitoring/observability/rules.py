@@ -100,7 +100,7 @@ def rules() -> dict[str, Any]:
                         "5m",
                         "critical",
                         "Ops Console checks have stopped running",
-                        "No check ran for three intervals, or /metrics is not scraped. "
+                        "No scheduled check ran for two intervals, or /metrics is not scraped. "
                         "Start the worker "
                         "(manage.py qcluster) or the runchecks cron job.",
                     ),

@@ -29,7 +29,8 @@ def describe(reading: SchedulerReading) -> str:
     limit = format_duration(reading.limit_seconds or 0)
     last = reading.last_run_at.isoformat() if reading.last_run_at else "never"
     return (
-        f"No check has run for {age} (limit {limit}, three times the shortest interval); "
+        f"No scheduled check has run for {age} (limit {limit}, two times the shortest "
+        "interval; heartbeat pings do not count); "
         f"last run: {last}. Start the worker (manage.py qcluster) and run "
         "manage.py setup_schedules, or run manage.py runchecks from cron."
     )

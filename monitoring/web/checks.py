@@ -14,7 +14,14 @@ from django.views.decorators.http import require_GET, require_POST
 from monitoring.alerts.delivery import report_test, test_channels
 from monitoring.checks.runner import run_checks
 from monitoring.kinds import ConfigError, mask_secrets
-from monitoring.models import AlertSeverity, Check, CheckRun, CheckStatus, MaintenanceWindow
+from monitoring.models import (
+    AlertSeverity,
+    Check,
+    CheckRun,
+    CheckStatus,
+    MaintenanceWindow,
+    WindowSource,
+)
 from monitoring.web.chart import Point, history_chart
 from opsconsole.page_access import CHECK_CHANGE, staff_action, staff_page
 from opsconsole.paging import latest_first
@@ -22,6 +29,15 @@ from opsconsole.paging import latest_first
 CHART_RUNS = 300
 RUNS_PER_PAGE = 50
 MUTE_DEFAULT = timedelta(hours=1)
+# The durations the page offers; anything else is refused (a mute is a person's decision,
+# bounded so that a forgotten one ends by itself).
+MUTE_CHOICES = {
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "4h": timedelta(hours=4),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+}
 
 
 @require_GET
@@ -60,12 +76,11 @@ def check_detail(request: HttpRequest, check_id: int) -> HttpResponse:
     check = get_object_or_404(Check.objects.select_related("depends_on"), pk=check_id)
     warn, crit, direction, unit = _thresholds(check)
     now = timezone.now()
-    muted_until = (
-        MaintenanceWindow.objects.filter(check_obj=check, starts_at__lte=now, ends_at__gt=now)
-        .order_by("-ends_at")
-        .values_list("ends_at", flat=True)
-        .first()
-    )
+    windows = MaintenanceWindow.objects.filter(check_obj=check).active(now)
+    # A person's mute (Unmute ends it) and a check file's window are shown apart.
+    page_mute = windows.page_mutes().order_by("-ends_at").first()
+    file_window = windows.from_file().order_by("-ends_at").first()
+    muted_until = max((w.ends_at for w in (page_mute, file_window) if w is not None), default=None)
     # Served by checkrun_check_latest_idx: the newest runs of one check.
     recent = list(
         CheckRun.objects.filter(check_obj=check)
@@ -91,8 +106,10 @@ def check_detail(request: HttpRequest, check_id: int) -> HttpResponse:
             "chart_runs": len(points),
             "runs": runs,
             "config_json": json.dumps(mask_secrets(check.config), indent=2, sort_keys=True),
-            "mute_uses_maintenance": True,
             "muted_until": muted_until,
+            "page_mute": page_mute,
+            "file_window": file_window,
+            "mute_choices": list(MUTE_CHOICES),
         },
     )
 
@@ -127,16 +144,47 @@ def test_notification(request: HttpRequest, check_id: int) -> HttpResponse:
 @require_POST
 @staff_action(CHECK_CHANGE)
 def mute(request: HttpRequest, check_id: int) -> HttpResponse:
-    """Mutes the check's notifications for an hour with a maintenance window."""
+    """Mutes the check's notifications for the chosen time (default 1 h): a page mute, which
+    a check file's --prune leaves alone and only Unmute or its expiry ends."""
     check = get_object_or_404(Check, pk=check_id)
+    choice = request.POST.get("duration") or "1h"
+    if choice not in MUTE_CHOICES:
+        messages.error(
+            request, f"Mute for {choice!r}? Choose one of {', '.join(MUTE_CHOICES)}; not muted."
+        )
+        return redirect("check-detail", check_id=check.pk)
     now = timezone.now()
     actor = request.user.get_username()
+    ends_at = now + MUTE_CHOICES[choice]
     MaintenanceWindow.objects.create(
         name=f"mute {check.name[:60]} {now:%Y%m%d-%H%M%S.%f}",
         check_obj=check,
         starts_at=now,
-        ends_at=now + MUTE_DEFAULT,
+        ends_at=ends_at,
         reason=f"Muted from the check page by {actor}",
+        source=WindowSource.PAGE,
+        created_by=actor,
     )
-    messages.success(request, f"{check.name}: notifications muted for 1 hour.")
+    messages.success(
+        request, f"{check.name}: notifications muted until {ends_at:%Y-%m-%d %H:%M} UTC."
+    )
+    return redirect("check-detail", check_id=check.pk)
+
+
+@require_POST
+@staff_action(CHECK_CHANGE)
+def unmute(request: HttpRequest, check_id: int) -> HttpResponse:
+    """Ends the check's page mutes now (a check file's windows stay: the file owns them)."""
+    check = get_object_or_404(Check, pk=check_id)
+    now = timezone.now()
+    ended = (
+        MaintenanceWindow.objects.filter(check_obj=check)
+        .page_mutes()
+        .active(now)
+        .update(ends_at=now)
+    )
+    if ended:
+        messages.success(request, f"{check.name}: unmuted.")
+    else:
+        messages.info(request, f"{check.name} was not muted from this page.")
     return redirect("check-detail", check_id=check.pk)

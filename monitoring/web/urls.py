@@ -17,6 +17,7 @@ urlpatterns = [
         checks.test_notification,
         name="check-test-notification",
     ),
+    path("checks/<int:check_id>/unmute/", checks.unmute, name="check-unmute"),
     path("alerts/", alerts.alert_list, name="alert-list"),
     path("alerts/<int:alert_id>/", alerts.alert_detail, name="alert-detail"),
     path("alerts/<int:alert_id>/acknowledge/", alerts.acknowledge, name="alert-acknowledge"),

@@ -33,6 +33,14 @@ class Command(BaseCommand):
             metavar="NAME",
             help="run this check now (repeatable); runs it even if disabled",
         )
+        parser.add_argument(
+            "--reset-baseline",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="start this check's baseline afresh (its current level becomes normal; "
+            "logged on its open alert, else on its runs) and run nothing; repeatable",
+        )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
         parser.add_argument(
             "--fail-on",
@@ -41,6 +49,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        if options["reset_baseline"]:
+            self._reset_baselines(options["reset_baseline"])
+            return
         names = options["check"]
         with job_run("runchecks") as job:
             if names:
@@ -65,11 +76,14 @@ class Command(BaseCommand):
         rows = [
             {
                 "name": r.check.name,
-                "status": r.run.status,
-                "value": r.run.value,
-                "message": r.run.message,
+                # The run's own result, before debounce ("unrecorded" when storing it failed).
+                "status": r.run.status if r.run else "unrecorded",
+                "value": r.run.value if r.run else r.observation.value,
+                "message": r.run.message if r.run else (r.error or ""),
                 "duration_ms": round(r.duration_ms, 1),
+                # The check's status after debounce: what alerts follow.
                 "check_status": r.check.status,
+                "changed": bool(r.run and r.run.status_changed),
             }
             for r in results
         ]
@@ -79,9 +93,25 @@ class Command(BaseCommand):
             self._table(rows)
         threshold = options["fail_on"]
         if threshold:
+            # The check's status after debounce: a failing run that did not change the check
+            # (debounce: 3, first failure) is not a failure for cron either.
             limit = SEVERITY_RANK[CheckStatus(threshold)]
-            if any(SEVERITY_RANK[CheckStatus(r["status"])] >= limit for r in rows):
+            if any(SEVERITY_RANK[CheckStatus(r["check_status"])] >= limit for r in rows):
                 sys.exit(1)
+
+    def _reset_baselines(self, names: list[str]) -> None:
+        checks = {c.name: c for c in Check.objects.filter(name__in=names)}
+        missing = sorted(set(names) - set(checks))
+        if missing:
+            raise CommandError(f"no check named {', '.join(map(repr, missing))}; nothing reset")
+        without = sorted(name for name, check in checks.items() if not check.baseline)
+        if without:
+            raise CommandError(
+                f"{', '.join(map(repr, without))} has no baseline rule; nothing reset"
+            )
+        for name in names:
+            where = checks[name].reset_baseline("runchecks --reset-baseline")
+            self.stdout.write(f"{name}: baseline reset (logged on {where})")
 
     def _table(self, rows: list[dict]) -> None:
         if not rows:
@@ -89,18 +119,27 @@ class Command(BaseCommand):
             return
         colour = self.stdout.isatty()
         width = max(len(r["name"]) for r in rows)
-        self.stdout.write(f"{'NAME':<{width}}  {'STATUS':<8}  {'VALUE':>10}  {'TIME':>8}  MESSAGE")
+        # CHECK is the check's status after debounce (what alerts follow); RUN is this run's
+        # raw result. "critical" under RUN beside "ok" under CHECK did not change the check.
+        self.stdout.write(
+            f"{'NAME':<{width}}  {'CHECK':<8}  {'RUN':<10}  {'VALUE':>10}  {'TIME':>8}  MESSAGE"
+        )
         for r in rows:
-            status = f"{r['status']:<8}"
+            check_status = f"{r['check_status']:<8}"
             if colour:
-                status = f"{_COLOURS.get(r['status'], '')}{status}\033[0m"
+                check_status = f"{_COLOURS.get(r['check_status'], '')}{check_status}\033[0m"
+            run_status = r["status"] + ("*" if r["changed"] else "")
             value = "" if r["value"] is None else f"{r['value']:g}"
             self.stdout.write(
-                f"{r['name']:<{width}}  {status}  {value:>10}  {r['duration_ms']:>6.0f}ms  {r['message']}"
+                f"{r['name']:<{width}}  {check_status}  {run_status:<10}  {value:>10}  "
+                f"{r['duration_ms']:>6.0f}ms  {r['message']}"
             )
         counts: dict[str, int] = {}
         for r in rows:
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
+            counts[r["check_status"]] = counts.get(r["check_status"], 0) + 1
+        changed = sum(1 for r in rows if r["changed"])
         self.stdout.write(
-            f"{len(rows)} checks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            f"{len(rows)} checks: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            + f" (after debounce; {changed} changed status, marked *)"
         )
