@@ -27,7 +27,9 @@ def run_logged(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedPro
         timeout=60,
     )
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    return result, [line for line in lines if line["logger"] == "opsconsole.jobs"]
+    jobs = [line for line in lines if line["logger"] == "opsconsole.jobs"]
+    assert jobs, f"no opsconsole.jobs line; stderr ends with:\n{result.stderr[-3000:]}"
+    return result, jobs
 
 
 def assert_trail(lines: list[dict], job_name: str, phase: str = "finished") -> dict:
