@@ -28,7 +28,6 @@ from opsconsole.paging import latest_first
 
 CHART_RUNS = 300
 RUNS_PER_PAGE = 50
-MUTE_DEFAULT = timedelta(hours=1)
 # The durations the page offers; anything else is refused (a mute is a person's decision,
 # bounded so that a forgotten one ends by itself).
 MUTE_CHOICES = {
