@@ -294,11 +294,6 @@ def test_page_mutes_and_check_file_windows_are_told_apart():
     assert list(MaintenanceWindow.objects.page_mutes()) == [mute]
 
 
-@pytest.mark.xfail(
-    reason="loadchecks --prune must delete only MaintenanceWindow.objects.from_file() "
-    "(monitoring/alerts/sections.py, _apply_maintenance), owned by the alert-lifecycle change",
-    strict=False,
-)
 def test_a_page_mute_survives_loadchecks_prune(admin_client, tmp_path):
     check = Check.objects.create(name="api", kind="http", config={"url": "http://127.0.0.1:9/"})
     admin_client.post(f"/checks/{check.pk}/mute/", {"duration": "24h"})

@@ -20,6 +20,7 @@ from monitoring.models import (
     EscalationStep,
     MaintenanceWindow,
     NotificationChannel,
+    WindowSource,
 )
 from opsconsole.env import parse_duration
 
@@ -280,12 +281,15 @@ def _apply_maintenance(entries: list[dict], prune: bool) -> dict[str, int]:
                 "starts_at": entry["starts_at"],
                 "ends_at": entry["ends_at"],
                 "reason": entry["reason"],
+                "source": WindowSource.FILE,
             },
         )
         counts["created" if created else "updated"] += 1
     if prune:
         counts["deleted"] = (
-            MaintenanceWindow.objects.exclude(name__in=[e["name"] for e in entries])
+            # Only the file's own windows: a mute a person set on a check page stays set.
+            MaintenanceWindow.objects.from_file()
+            .exclude(name__in=[e["name"] for e in entries])
             .delete()[1]
             .get("monitoring.MaintenanceWindow", 0)
         )
