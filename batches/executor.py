@@ -43,13 +43,15 @@ from batches.operations import Operation, PermanentError, RetryableError, get_op
 from opsconsole.logging import job_context, update_job_context
 from opsconsole.redaction import redact, secret_values
 from opsconsole.retry import backoff_seconds
+from opsconsole.timeouts import lease_margin
 
 logger = logging.getLogger(__name__)
 
 TASK = "batches.executor.run_batch"
-# Time a chunk may overrun its items' own timeouts before its lease lapses (database writes,
-# a slow thread start). Also the shortest heartbeat age at which recovery looks at a batch.
-LEASE_MARGIN = 15.0
+# What a chunk may overrun its items' own timeouts before its lease lapses is
+# opsconsole.timeouts.lease_margin(): the database's longest lock wait (SQLite's busy timeout:
+# recording the chunk may wait that long for the write lock) plus slack. It is also the
+# shortest heartbeat age at which recovery looks at a batch.
 MAX_THREADS = 32
 # A worker killed while holding an item does not count against the item's attempts, but an
 # item that takes its worker down every time must not loop for ever.
@@ -65,7 +67,7 @@ def lease_seconds(operation: Operation, payload: dict[str, Any], chunk_size: int
     """How long a chunk may take: its items run ``MAX_THREADS`` at a time (or one at a time)."""
     parallel = min(chunk_size, MAX_THREADS) if operation.concurrent else 1
     rounds = math.ceil(chunk_size / parallel)
-    return rounds * operation.item_timeout(payload) + LEASE_MARGIN
+    return rounds * operation.item_timeout(payload) + lease_margin()
 
 
 def final_status(succeeded: int, failed: int) -> str:
@@ -98,7 +100,7 @@ def enqueue_batch(batch_id: uuid.UUID | str, tasks: int = 1) -> bool:
                 task_name=f"batch-{batch_id}",
                 group="batches",
                 # The whole-batch timeout bounds the task; the margin lets it record the time-out.
-                timeout=int(settings.BATCH_OPERATION_TIMEOUT + 2 * LEASE_MARGIN + 60),
+                timeout=int(settings.BATCH_OPERATION_TIMEOUT + 2 * lease_margin() + 60),
             )
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the batch to recovery
         logger.warning(
@@ -414,13 +416,13 @@ def recover(now: datetime | None = None) -> dict[str, int]:
 
         requeued = 0
         candidates = BatchOperation.objects.filter(
-            status__in=ACTIVE_STATUSES, heartbeat_at__lt=now - timedelta(seconds=LEASE_MARGIN)
+            status__in=ACTIVE_STATUSES, heartbeat_at__lt=now - timedelta(seconds=lease_margin())
         ).only("id", "operation", "payload", "heartbeat_at")
         chunk_size = settings.BATCH_CHUNK_SIZE
         for batch in candidates.iterator():
             operation = get_operation(batch.operation)
             stale_after = (
-                lease_seconds(operation, batch.payload, chunk_size) if operation else LEASE_MARGIN
+                lease_seconds(operation, batch.payload, chunk_size) if operation else lease_margin()
             )
             if batch.heartbeat_at >= now - timedelta(
                 seconds=stale_after + float(settings.BATCH_EXECUTOR_DELAY)

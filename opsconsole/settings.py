@@ -21,6 +21,8 @@ from opsconsole.env import (
     parse_database_url,
     sqlite_database,
 )
+from opsconsole.timeouts import TASK_RETRY, TASK_TIMEOUT
+from opsconsole.timeouts import check as check_timeouts
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = data_dir()
@@ -144,8 +146,9 @@ QCLUSTER_STOP_TIMEOUT = env_duration("QCLUSTER_STOP_TIMEOUT", 8, minimum=1, maxi
 Q_CLUSTER = {
     "name": "opsconsole",
     "workers": Q_WORKERS,
-    "timeout": 300,
-    "retry": 360,
+    # Derived with the backlog budget and the leases in opsconsole/timeouts.py.
+    "timeout": TASK_TIMEOUT,
+    "retry": TASK_RETRY,
     "max_attempts": 1,
     "save_limit": 1000,
     "queue_limit": 50,
@@ -184,6 +187,14 @@ BACKLOG_RETRY_MAX_DELAY = env_duration("BACKLOG_RETRY_MAX_DELAY", 3600, minimum=
 # An entry claimed longer ago than this belongs to a dead worker and is claimable again.
 BACKLOG_CLAIM_TIMEOUT = env_duration("BACKLOG_CLAIM_TIMEOUT", 900, minimum=10)
 BACKLOG_WEBHOOK_TIMEOUT = env_duration("BACKLOG_WEBHOOK_TIMEOUT", 10, minimum=0.1)
+# The scheduled run's budget and the claim refresh are derived from these and the database's
+# lock wait (opsconsole/timeouts.py); values that leave no room are refused here.
+check_timeouts(
+    database=_default_db,
+    task_timeout=Q_CLUSTER["timeout"],
+    handler_timeout=BACKLOG_WEBHOOK_TIMEOUT,
+    claim_timeout=BACKLOG_CLAIM_TIMEOUT,
+)
 BATCHES_API_ENABLED = env_bool("BATCHES_API_ENABLED", True)
 BATCH_OPERATION_MAX_SIZE = env_int("BATCH_OPERATION_MAX_SIZE", 100, minimum=1)
 BATCH_OPERATION_TIMEOUT = env_duration("BATCH_OPERATION_TIMEOUT", 120, minimum=1)
