@@ -2,12 +2,16 @@
 
 ``settings.BACKLOG_HANDLERS`` maps a source to the dotted path of a callable ``fn(entry)``
 (raise to fail) or to ``webhook:URL``, the built-in handler that POSTs the entry as JSON.
-The setting is read each time processing starts, never frozen at import.
+A callable that accepts a ``delivery`` keyword (or ``**kwargs``) is also given a ``Delivery``:
+the entry's idempotency key, the attempt number and the time the call may take. The setting is
+read each time processing starts, never frozen at import.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -28,6 +32,32 @@ class HandlerMissing(Exception):
     """No usable handler for a source: retrying will not help until the setting changes."""
 
 
+def idempotency_key(entry: BacklogEntry) -> str:
+    """The same for every attempt and every redelivery of one entry (a worker killed before it
+    recorded the outcome), different for the next entry of the same key."""
+    return f"backlog-{entry.pk}-{entry.created_at.timestamp():.0f}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler is told about one call besides the entry."""
+
+    idempotency_key: str
+    # 1 on the first call; a redelivery after a worker died repeats the number it had.
+    attempt: int
+    # Seconds the call may take (BACKLOG_WEBHOOK_TIMEOUT): the run's budget counts on it.
+    timeout: float
+
+    @property
+    def attempt_key(self) -> str:
+        """For receivers that tell attempts apart: stable for this entry and attempt."""
+        return f"{self.idempotency_key}-{self.attempt}"
+
+
+def delivery_for(entry: BacklogEntry, timeout: float) -> Delivery:
+    return Delivery(idempotency_key(entry), entry.attempts + 1, timeout)
+
+
 def webhook_body(entry: BacklogEntry) -> dict[str, Any]:
     return {
         "id": entry.pk,
@@ -36,6 +66,7 @@ def webhook_body(entry: BacklogEntry) -> dict[str, Any]:
         "reason": entry.reason,
         "payload": entry.payload,
         "attempt": entry.attempts + 1,
+        "idempotency_key": idempotency_key(entry),
         "created_at": entry.created_at.isoformat(),
     }
 
@@ -46,11 +77,10 @@ class WebhookHandler:
     def __init__(self, url: str, client: httpx.Client):
         self.url, self.client = url, client
 
-    def __call__(self, entry: BacklogEntry) -> None:
+    def __call__(self, entry: BacklogEntry, delivery: Delivery | None = None) -> None:
+        key = delivery.idempotency_key if delivery else idempotency_key(entry)
         response = self.client.post(
-            self.url,
-            json=webhook_body(entry),
-            headers={"Idempotency-Key": f"backlog-{entry.pk}-{entry.created_at.timestamp():.0f}"},
+            self.url, json=webhook_body(entry), headers={"Idempotency-Key": key}
         )
         if not 200 <= response.status_code < 300:
             raise RuntimeError(
@@ -84,11 +114,24 @@ def missing_message(source: str) -> str:
     )
 
 
+def accepts_delivery(handler: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature: called the old way
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == "delivery" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
+
+
 class HandlerSet:
     """The handlers of one processing run; resolves each source once and shares one HTTP client."""
 
     def __init__(self, timeout: float = 10.0):
         self._handlers: dict[str, Handler | HandlerMissing] = {}
+        self._takes_delivery: dict[str, bool] = {}
         self._client: httpx.Client | None = None
         self._timeout = timeout
 
@@ -107,6 +150,16 @@ class HandlerSet:
         if isinstance(handler, HandlerMissing):
             raise handler
         return handler
+
+    def call(self, entry: BacklogEntry, delivery: Delivery) -> Any:
+        """Calls the entry's handler, with ``delivery=`` when it accepts the keyword: handlers
+        written as ``fn(entry)`` keep working."""
+        handler = self.get(entry.source)
+        if entry.source not in self._takes_delivery:
+            self._takes_delivery[entry.source] = accepts_delivery(handler)
+        if self._takes_delivery[entry.source]:
+            return handler(entry, delivery=delivery)
+        return handler(entry)
 
     def _resolve(self, source: str) -> Handler | HandlerMissing:
         target = handler_setting(source)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -14,17 +15,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, connections, transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, QuerySet
 from django.utils import timezone
 
-from backlog.handlers import HandlerMissing, HandlerSet, describe_handler, handler_setting
+from backlog.handlers import (
+    HandlerMissing,
+    HandlerSet,
+    delivery_for,
+    describe_handler,
+    handler_setting,
+)
 from backlog.models import DEFAULT_SOURCE, BacklogEntry, BacklogStatus
 from opsconsole.api import BadRequest
 from opsconsole.idempotency import claim_idempotency_key
 from opsconsole.logging import job_context
 from opsconsole.redaction import redact, secret_values
 from opsconsole.retry import backoff_seconds
+from opsconsole.timeouts import backlog_claim_refresh, backlog_run_budget
 
 logger = logging.getLogger(__name__)
 
@@ -553,22 +561,29 @@ def claim(
 def release_stale_claims(now: datetime) -> int:
     """Entries held longer than the claim timeout (their worker died) go back to pending."""
     timeout = float(settings.BACKLOG_CLAIM_TIMEOUT)
-    stale = BacklogEntry.objects.filter(
-        status=BacklogStatus.PROCESSING, claimed_at__lt=now - timedelta(seconds=timeout)
-    )
+    cutoff = now - timedelta(seconds=timeout)
+    stale = BacklogEntry.objects.filter(status=BacklogStatus.PROCESSING, claimed_at__lt=cutoff)
     released = 0
     for entry in stale[:1000]:
-        released += _release(entry, now, "claim expired: the worker holding it stopped")
+        released += _release(
+            entry, now, "claim expired: the worker holding it stopped", claimed_before=cutoff
+        )
     return released
 
 
-def _release(entry: BacklogEntry, now: datetime, note: str) -> int:
-    """A held entry back to pending, as if it had not been claimed."""
+def _release(
+    entry: BacklogEntry, now: datetime, note: str, *, claimed_before: datetime | None = None
+) -> int:
+    """A held entry back to pending, as if it had not been claimed. With ``claimed_before``
+    only if its claim was not refreshed since it was found stale: its worker is alive."""
+    held = BacklogEntry.objects.filter(
+        pk=entry.pk, status=BacklogStatus.PROCESSING, claim_token=entry.claim_token
+    )
+    if claimed_before is not None:
+        held = held.filter(claimed_at__lt=claimed_before)
     try:
         with transaction.atomic():
-            return BacklogEntry.objects.filter(
-                pk=entry.pk, status=BacklogStatus.PROCESSING, claim_token=entry.claim_token
-            ).update(
+            return held.update(
                 status=BacklogStatus.PENDING,
                 claim_token="",
                 claimed_at=None,
@@ -577,9 +592,7 @@ def _release(entry: BacklogEntry, now: datetime, note: str) -> int:
             )
     except IntegrityError:
         # A newer pending entry of the key exists and will do the sync.
-        return BacklogEntry.objects.filter(
-            pk=entry.pk, status=BacklogStatus.PROCESSING, claim_token=entry.claim_token
-        ).update(
+        return held.update(
             status=BacklogStatus.FAILED,
             claim_token="",
             updated_at=now,
@@ -617,7 +630,8 @@ def _record_failure(
     if not permanent and attempts < max_attempts:
         try:
             with transaction.atomic():
-                held.update(
+                # Guarded by the claim token: an entry whose claim was taken over is not touched.
+                report.retrying += held.update(
                     status=BacklogStatus.PENDING,
                     attempts=attempts,
                     last_error=error,
@@ -625,26 +639,24 @@ def _record_failure(
                     claim_token="",
                     updated_at=now,
                 )
-            report.retrying += 1
             return
         except IntegrityError:
             error = f"{error} (not retried: a newer pending entry for this key will sync it)"
-    held.update(
+    report.failed += held.update(
         status=BacklogStatus.FAILED,
         attempts=attempts,
         last_error=error,
         claim_token="",
         updated_at=now,
     )
-    report.failed += 1
 
 
-def _flush_successes(ids: list[int], token: str, report: ProcessReport) -> None:
-    if not ids:
-        return
+def _record_success(entry: BacklogEntry, report: ProcessReport) -> None:
+    """Recorded as soon as the handler returns, guarded by the claim token: a worker killed
+    later never leaves this entry to be handled again."""
     now = timezone.now()
-    report.processed += BacklogEntry.objects.filter(
-        id__in=ids, status=BacklogStatus.PROCESSING, claim_token=token
+    recorded = BacklogEntry.objects.filter(
+        pk=entry.pk, status=BacklogStatus.PROCESSING, claim_token=entry.claim_token
     ).update(
         status=BacklogStatus.PROCESSED,
         processed_at=now,
@@ -653,7 +665,83 @@ def _flush_successes(ids: list[int], token: str, report: ProcessReport) -> None:
         last_error="",
         claim_token="",
     )
-    ids.clear()
+    report.processed += recorded
+    if not recorded:
+        logger.warning(
+            "backlog entry %s:%s was handled, but its claim had been released meanwhile",
+            entry.source,
+            entry.key,
+        )
+
+
+def _release_held(token: str, now: datetime, note: str) -> int:
+    """Hands back every entry still held under ``token``, untouched: due as before, no attempt
+    counted."""
+    held = BacklogEntry.objects.filter(claim_token=token, status=BacklogStatus.PROCESSING)
+    try:
+        with transaction.atomic():
+            return held.update(
+                status=BacklogStatus.PENDING, claim_token="", claimed_at=None, updated_at=now
+            )
+    except IntegrityError:
+        # One of them has a newer pending entry: one by one, so the others still go back.
+        return sum(_release(entry, now, note) for entry in held)
+
+
+class ClaimKeeper:
+    """Keeps a claim alive while its entries are handled: every ``interval`` seconds a thread
+    of its own moves ``claimed_at`` of the entries still held under the token to now, so no
+    other worker takes them for a dead worker's, however long one handler call blocks."""
+
+    def __init__(self, token: str, interval: float):
+        self.token, self.interval = token, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backlog-claim", daemon=True)
+        self.refreshes = 0
+
+    def __enter__(self) -> ClaimKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    BacklogEntry.objects.filter(
+                        claim_token=self.token, status=BacklogStatus.PROCESSING
+                    ).update(claimed_at=timezone.now())
+                    self.refreshes += 1
+                except DatabaseError as exc:  # the next refresh tries again
+                    logger.warning("backlog claim refresh failed: %s", exc)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+
+def _handle(
+    entry: BacklogEntry,
+    handlers: HandlerSet,
+    timeout: float,
+    max_attempts: int,
+    report: ProcessReport,
+) -> None:
+    try:
+        handlers.call(entry, delivery_for(entry, timeout))
+    except HandlerMissing as exc:
+        _record_failure(entry, str(exc), permanent=True, max_attempts=max_attempts, report=report)
+    except Exception as exc:  # a handler's failure is the entry's, not the run's
+        _record_failure(
+            entry,
+            f"{type(exc).__name__}: {exc}",
+            permanent=False,
+            max_attempts=max_attempts,
+            report=report,
+        )
+    else:
+        _record_success(entry, report)
 
 
 def process(
@@ -665,53 +753,54 @@ def process(
     chunk_size: int = CLAIM_CHUNK,
 ) -> ProcessReport:
     """Claims and handles due entries until none are left, ``limit`` is reached, time is up
-    or ``stop()`` says so. Safe to run in any number of processes at once."""
+    or ``stop()`` says so. Safe to run in any number of processes at once.
+
+    The deadline is checked before each entry; each claim takes no more entries than the
+    remaining time can handle (at first counting ``BACKLOG_WEBHOOK_TIMEOUT`` per entry, then
+    this run's measured average); each outcome is recorded when it happens; the claim is
+    refreshed while held; what is left when the run stops goes back to pending at once.
+    """
     report = ProcessReport()
     started = time.monotonic()
+    deadline = None if max_seconds is None else started + max_seconds
     max_attempts = int(settings.BACKLOG_MAX_ATTEMPTS)
-    handlers = HandlerSet(timeout=float(settings.BACKLOG_WEBHOOK_TIMEOUT))
+    handler_timeout = float(settings.BACKLOG_WEBHOOK_TIMEOUT)
+    refresh = backlog_claim_refresh()
+    handlers = HandlerSet(timeout=handler_timeout)
+    per_entry = handler_timeout  # until this run has measured its handlers
+    handling_seconds = 0.0
+    stopped = False
     with job_context(job_name="backlog-process"):
         try:
             report.released = release_stale_claims(timezone.now())
-            while not stop():
-                if max_seconds is not None and time.monotonic() - started > max_seconds:
-                    break
+            while not stopped and not stop():
                 want = chunk_size if limit is None else min(chunk_size, limit - report.handled)
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    want = min(want, max(1, int(remaining / per_entry)))
                 if want <= 0:
                     break
                 token = uuid.uuid4().hex
                 batch = claim(want, now=timezone.now(), source=source, token=token)
                 if not batch:
                     break
-                successes: list[int] = []
-                for position, entry in enumerate(batch):
-                    if stop():
-                        # Hand back what this worker will not get to.
-                        _flush_successes(successes, token, report)
-                        for left in batch[position:]:
-                            _release(left, timezone.now(), "released at shutdown")
-                        break
-                    try:
-                        handlers.get(entry.source)(entry)
-                    except HandlerMissing as exc:
-                        _record_failure(
-                            entry,
-                            str(exc),
-                            permanent=True,
-                            max_attempts=max_attempts,
-                            report=report,
-                        )
-                    except Exception as exc:  # a handler's failure is the entry's, not the run's
-                        _record_failure(
-                            entry,
-                            f"{type(exc).__name__}: {exc}",
-                            permanent=False,
-                            max_attempts=max_attempts,
-                            report=report,
-                        )
-                    else:
-                        successes.append(entry.pk)
-                _flush_successes(successes, token, report)
+                try:
+                    with ClaimKeeper(token, refresh):
+                        for entry in batch:
+                            if stop() or (deadline is not None and time.monotonic() >= deadline):
+                                stopped = True
+                                break
+                            began = time.monotonic()
+                            _handle(entry, handlers, handler_timeout, max_attempts, report)
+                            handling_seconds += time.monotonic() - began
+                finally:
+                    # Whatever this worker will not handle (the deadline, a stop, an error
+                    # leaving the loop) goes back now, not after the claim timeout.
+                    _release_held(token, timezone.now(), "released unhandled")
+                if report.handled:
+                    per_entry = max(handling_seconds / report.handled, 0.001)
         finally:
             handlers.close()
     report.seconds = time.monotonic() - started
@@ -756,8 +845,10 @@ def dry_run(
 
 
 def process_scheduled() -> str:
-    """The django-q2 task behind the 5-minute schedule; stays well inside the task timeout."""
-    report = process(max_seconds=240)
+    """The django-q2 task behind the 5-minute schedule. Its budget is derived from the task
+    timeout (opsconsole.timeouts.backlog_run_budget): the last handler call and its write end
+    before django-q2 stops the task."""
+    report = process(max_seconds=backlog_run_budget())
     return f"processed {report.processed}, retrying {report.retrying}, failed {report.failed}"
 
 
