@@ -214,7 +214,20 @@ def claim(now: datetime, token: str, windows: list[MaintenanceWindow]) -> int:
     with transaction.atomic():
         candidates = eligible.order_by("id")
         if connection.vendor == "postgresql":
-            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+            # A channel is claimed whole: two passes scanning the same rows with SKIP LOCKED
+            # would otherwise interleave and split one channel's group into two messages.
+            # Locking the channel rows first gives each channel to one pass. (On SQLite the
+            # IMMEDIATE transaction already serialises claims.)
+            channel_ids = list(eligible.order_by().values_list("channel_id", flat=True).distinct())
+            locked = list(
+                NotificationChannel.objects.filter(id__in=channel_ids)
+                .order_by("id")
+                .select_for_update(skip_locked=True)
+                .values_list("id", flat=True)
+            )
+            candidates = candidates.filter(channel_id__in=locked).select_for_update(
+                skip_locked=True, of=("self",)
+            )
         ids = list(candidates.values_list("id", flat=True)[:MAX_CLAIM])
         if not ids:
             return 0
