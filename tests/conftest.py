@@ -270,6 +270,14 @@ def on_postgres() -> bool:
 
 
 @pytest.fixture
+def once_per_suite() -> None:
+    """For a test whose subject does not depend on the database (signals, the process table):
+    it runs in the SQLite run only, so the suite does not pay for it twice."""
+    if on_postgres():
+        pytest.skip("does not depend on the database: runs in the SQLite run")
+
+
+@pytest.fixture
 def needs_postgres() -> None:
     if not on_postgres():
         pytest.skip("runs in the PostgreSQL test run (DATABASE_URL=postgres://…)")

@@ -51,7 +51,9 @@ def sleepers() -> Iterator[list[subprocess.Popen]]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_process_and_queue_probes_run_together_without_a_probe_error(settings, sleepers):
+def test_process_and_queue_probes_run_together_without_a_probe_error(
+    once_per_suite, settings, sleepers
+):
     """Both kinds scan the process table; concurrently they once shared psutil's cached
     objects and a process check failed with ``probe error: KeyError: 'create_time'``."""
     # The embedded cache: the queue kind counts qcluster processes on this machine, a second

@@ -176,7 +176,9 @@ def _answers(url: str) -> bool:
     [("group", signal.SIGINT)],
     ids=["ctrl-c"],
 )
-def test_make_run_stops_web_and_worker_within_10s(subprocess_env, tmp_path, target, sig):
+def test_make_run_stops_web_and_worker_within_10s(
+    once_per_suite, subprocess_env, tmp_path, target, sig
+):
     """``scripts/run.sh`` (what ``make run`` runs) on the test database: Ctrl-C (SIGINT to the
     terminal's process group) stops gunicorn and the worker in 10 s, none left behind."""
     port = _free_port()
