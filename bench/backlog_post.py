@@ -21,21 +21,18 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import secrets
 import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
+from _server import bench_env, gunicorn, migrate_and_run
+
 TARGET_SECONDS = 1.0
 
 SETUP = """
@@ -49,23 +46,8 @@ print(ApiKey.create("bench", scope="write")[1])
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def prepare(env: dict[str, str]) -> tuple[str, str]:
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    out = subprocess.run(
-        [PYTHON, "-c", "import django; django.setup(); exec(open(0).read())"],
-        input=SETUP,
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    out = migrate_and_run(env, SETUP)
     return out[-2], out[-1]
 
 
@@ -146,49 +128,13 @@ class Watchers:
             time.sleep(0.02)
 
 
-def wait_until_up(port: int, server: subprocess.Popen) -> bool:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
 def run(args: argparse.Namespace, workdir: Path) -> bool:
     database = workdir / "bench.sqlite3"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_NAME")
-    }
-    env.update(
-        DATABASE_URL=f"sqlite:///{database}",
-        SECRET_KEY=secrets.token_urlsafe(40),
-        DATA_DIR=str(workdir / "data"),
-        LOG_LEVEL="warning",
-        DJANGO_SETTINGS_MODULE="opsconsole.settings",
-    )
+    env = bench_env(f"sqlite:///{database}", workdir)
     ping_uuid, api_key = prepare(env)
-    port = free_port()
-    log = open(workdir / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [GUNICORN, "opsconsole.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
-        + ["--timeout", "120", "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     passed = True
-    try:
-        if not wait_until_up(port, server):
-            print(f"gunicorn did not come up; see {log.name}")
+    with gunicorn(env, workdir / "gunicorn.log", "--timeout", "120") as port:
+        if port is None:
             return False
         # Warm-up: both workers import everything and open their connections.
         warm = json.dumps([{"source": "warmup", "key": str(i)} for i in range(10)]).encode()
@@ -230,14 +176,6 @@ def run(args: argparse.Namespace, workdir: Path) -> bool:
                     f"longest ping {ping:5.3f} s ({len(watch.ping_waits)} pings){errors}   "
                     f"{'PASS' if ok else 'FAIL'}"
                 )
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
     print(f"overall: {'PASS' if passed else 'FAIL'}")
     return passed
 

@@ -10,22 +10,18 @@ Target: at least 300 pings/s sustained with no error responses.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
-import secrets
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
+from _server import bench_env, django_output, gunicorn, migrate_and_run
+
 TARGET = 300.0
 
 SETUP_CHECKS = """
@@ -39,30 +35,11 @@ for i in range(int(sys.argv[-1])):
 """
 
 
-COUNT_RUNS = (
-    "import django; django.setup(); "
-    "from monitoring.models import CheckRun; print(CheckRun.objects.count())"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+COUNT_RUNS = "from monitoring.models import CheckRun; print(CheckRun.objects.count())"
 
 
 def prepare(env: dict[str, str], checks: int) -> list[str]:
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    out = subprocess.run(
-        [PYTHON, "-c", "import django; django.setup(); exec(open(0).read())", str(checks)],
-        input=SETUP_CHECKS,
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return out.split()
+    return migrate_and_run(env, SETUP_CHECKS, str(checks))
 
 
 def drive(port: int, uuids: list[str], seconds: float, concurrency: int) -> dict[str, float]:
@@ -134,74 +111,15 @@ def drive(port: int, uuids: list[str], seconds: float, concurrency: int) -> dict
 
 
 def bench(label: str, database_url: str, args: argparse.Namespace, workdir: Path) -> bool:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_NAME")
-    }
-    env.update(
-        DATABASE_URL=database_url,
-        SECRET_KEY=secrets.token_urlsafe(40),
-        DATA_DIR=str(workdir / "data"),
-        LOG_LEVEL="warning",
-        DJANGO_SETTINGS_MODULE="opsconsole.settings",
-    )
+    env = bench_env(database_url, workdir)
     uuids = prepare(env, args.checks)
-    port = free_port()
-    log = open(workdir / f"gunicorn-{label}.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [
-            GUNICORN,
-            "opsconsole.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--backlog",
-            "2048",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                print(f"{label}: gunicorn did not come up; see {log.name}")
-                return False
-            time.sleep(0.2)
+    with gunicorn(env, workdir / f"gunicorn-{label}.log", "--backlog", "2048") as port:
+        if port is None:
+            return False
         # A short warm-up so both workers have imported everything and opened connections.
         warmup = drive(port, uuids, 1.0, args.concurrency)
         result = drive(port, uuids, args.seconds, args.concurrency)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-    recorded = int(
-        subprocess.run(
-            [PYTHON, "-c", COUNT_RUNS],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()[-1]
-    )
+    recorded = int(django_output(env, COUNT_RUNS)[-1])
     # Every answered ping must be a stored run (warm-up pings included).
     lost = result["ok"] + warmup["ok"] - recorded
     passed = result["rate"] >= TARGET and result["errors"] == 0 and lost == 0
