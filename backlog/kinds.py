@@ -10,7 +10,7 @@ from monitoring.kinds.common import choice
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
-    from monitoring.checks.runner import ProbeContext
+    from monitoring.checks.prober import ProbeContext
     from monitoring.models import Check
 
 # metric -> (warn, crit, unit). Processing runs every 5 minutes, so an entry pending for

@@ -13,7 +13,7 @@ from monitoring.kinds.common import choice, duration
 from opsconsole.env import parse_duration
 
 if TYPE_CHECKING:
-    from monitoring.checks.runner import ProbeContext
+    from monitoring.checks.prober import ProbeContext
     from monitoring.models import Check
 
 

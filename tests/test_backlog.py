@@ -347,7 +347,7 @@ def test_api_stats_with_read_key(client, api_key_factory):
 
 
 def test_backlog_check_warns_on_pending_count_and_oldest_age():
-    from monitoring.checks.runner import ProbeContext
+    from monitoring.checks.prober import ProbeContext
     from monitoring.kinds import Observation  # noqa: F401
     from monitoring.models import Check, CheckStatus
 

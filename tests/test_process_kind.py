@@ -17,7 +17,8 @@ import pytest
 import time_machine
 from django.conf import settings
 
-from monitoring.checks.runner import probe_concurrently, run_checks
+from monitoring.checks.prober import probe_concurrently
+from monitoring.checks.runner import run_checks
 from monitoring.kinds import ConfigError, get_kind
 from monitoring.management.commands.bootstrap import demo_document
 from monitoring.models import Check, CheckRun, CheckStatus

@@ -163,7 +163,7 @@ def test_cache_still_works_with_a_healthy_redis(redis_url):
 
 @override_settings(REDIS_TIMEOUT=0.5)
 def test_redis_check_is_capped_by_redis_timeout(db, hanging_server):
-    from monitoring.checks.runner import ProbeContext
+    from monitoring.checks.prober import ProbeContext
     from monitoring.kinds import get_kind
 
     check = Check.objects.create(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from opsconsole.redaction import MASK, mask_config, mask_text
 
 if TYPE_CHECKING:
-    from monitoring.checks.runner import ProbeContext
+    from monitoring.checks.prober import ProbeContext
     from monitoring.models import Check
 
 

@@ -20,7 +20,7 @@ from monitoring.models import CheckStatus
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
-    from monitoring.checks.runner import ProbeContext
+    from monitoring.checks.prober import ProbeContext
     from monitoring.models import Check
 
 DEFAULT_PERIOD = 86400.0

@@ -17,7 +17,7 @@ from monitoring.observability.processes import ScannedProcess, scan_processes
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
-    from monitoring.checks.runner import ProbeContext
+    from monitoring.checks.prober import ProbeContext
     from monitoring.models import Check
 
 MB = 1024 * 1024

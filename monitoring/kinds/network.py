@@ -23,7 +23,7 @@ from monitoring.kinds.common import accept_database_key, choice, validate_databa
 from monitoring.models import CheckStatus
 
 if TYPE_CHECKING:
-    from monitoring.checks.runner import ProbeContext
+    from monitoring.checks.prober import ProbeContext
     from monitoring.models import Check
 
 _HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

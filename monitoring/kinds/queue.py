@@ -16,7 +16,7 @@ from monitoring.observability.readings import QueueReading, read_queue
 from opsconsole.env import format_duration
 
 if TYPE_CHECKING:
-    from monitoring.checks.runner import ProbeContext
+    from monitoring.checks.prober import ProbeContext
     from monitoring.models import Check
 
 # Defaults from the operations documents: failures 1-5 warning, more critical; error rate
