@@ -14,7 +14,7 @@ class MonitoringConfig(AppConfig):
         from monitoring.alerts.metrics import alert_activity, alert_metrics
         from monitoring.alerts.sections import SECTIONS
         from monitoring.checks.checkfile import register_section
-        from monitoring.kinds import data, heartbeat, host, network, queue  # noqa: F401 - registers the kinds
+        from monitoring.kinds import data, heartbeat, host, logfile, network, queue  # noqa: F401 - registers the kinds
         from monitoring.models import register_after_record
         from monitoring.observability import collectors, tasklog
         from monitoring.web import dashboard

@@ -177,6 +177,17 @@ if SQL_CHECKS_DATABASE_URL:
 # A superuser's session can escape any read-only mode (COPY ... TO PROGRAM), so authored SQL
 # is refused on one unless this is set.
 SQL_CHECKS_ALLOW_SUPERUSER = env_bool("SQL_CHECKS_ALLOW_SUPERUSER", False)
+# Folders whose files `logfile` checks may read (colon- or comma-separated absolute paths).
+# Empty by default: a check file must not be a way to read any file the console can.
+LOGFILE_CHECK_ROOTS = [
+    root.strip()
+    for root in env_str("LOGFILE_CHECK_ROOTS", "").replace(",", ":").split(":")
+    if root.strip()
+]
+if any(not root.startswith("/") for root in LOGFILE_CHECK_ROOTS):
+    raise ImproperlyConfigured(
+        "Environment variable LOGFILE_CHECK_ROOTS: give absolute paths, e.g. /var/log/myapp"
+    )
 
 # --- Backlog and batches (read by those apps when they run) ---------------------------------
 BACKLOG_HANDLERS = env_json_object("BACKLOG_HANDLERS")
