@@ -149,10 +149,19 @@ def fetch_one(
     composes itself (``SELECT 1``, a count of a validated table name) passes False, which only
     lifts the superuser refusal. Errors come out as SqlTargetError with a short, scrubbed text.
     """
+    _, rows = fetch_rows(config, sql, timeout=timeout, limit=1, authored=authored)
+    return rows[0] if rows else None
+
+
+def fetch_rows(
+    config: dict[str, Any], sql: str, *, timeout: float, limit: int, authored: bool = True
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(column names, up to ``limit`` rows) of one read-only statement, under the same rules
+    as ``fetch_one`` (the health report's recent-rows tables use it)."""
     target = resolve_target(config)
     if target.vendor == "sqlite":
-        return _sqlite_fetch_one(target, sql, timeout)
-    return _postgres_fetch_one(target, sql, timeout, authored)
+        return _sqlite_fetch(target, sql, timeout, limit)
+    return _postgres_fetch(target, sql, timeout, authored, limit)
 
 
 # --- SQLite ----------------------------------------------------------------------------------
@@ -162,7 +171,9 @@ def _sqlite_authorizer(action: int, *args: Any) -> int:
     return sqlite3.SQLITE_OK if action in _SQLITE_READ_ACTIONS else sqlite3.SQLITE_DENY
 
 
-def _sqlite_fetch_one(target: SqlTarget, sql: str, timeout: float) -> tuple[Any, ...] | None:
+def _sqlite_fetch(
+    target: SqlTarget, sql: str, timeout: float, limit: int
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     try:
         conn = sqlite3.connect(f"file:{target.path}?mode=ro", uri=True, timeout=timeout)
     except sqlite3.Error as exc:
@@ -175,7 +186,8 @@ def _sqlite_fetch_one(target: SqlTarget, sql: str, timeout: float) -> tuple[Any,
         conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
         try:
             cursor = conn.execute(sql)
-            return cursor.fetchone()
+            columns = [column[0] for column in cursor.description or ()]
+            return columns, cursor.fetchmany(limit)
         except (sqlite3.Warning, sqlite3.ProgrammingError) as exc:
             if "one statement" in str(exc):
                 raise SqlTargetError("refused: a check runs exactly one SQL statement") from exc
@@ -223,9 +235,9 @@ def _postgres_error(exc: psycopg.Error, target: SqlTarget, timeout: float) -> Sq
     return SqlTargetError(text)
 
 
-def _postgres_fetch_one(
-    target: SqlTarget, sql: str, timeout: float, authored: bool
-) -> tuple[Any, ...] | None:
+def _postgres_fetch(
+    target: SqlTarget, sql: str, timeout: float, authored: bool, limit: int
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     try:
         conn = psycopg.connect(
             target.conninfo,
@@ -254,7 +266,7 @@ def _postgres_fetch_one(
                     f"the statement returned no rows ({cursor.statusmessage}); "
                     "a check runs one SELECT query"
                 )
-            return cursor.fetchone()
+            return [column.name for column in cursor.description], cursor.fetchmany(limit)
     except psycopg.Error as exc:
         raise _postgres_error(exc, target, timeout) from exc
     finally:
