@@ -1,0 +1,233 @@
+"""Rollups: each pass recomputes the recent buckets from the raw runs in one grouped query
+per period and upserts them.
+
+Nothing happens on the ping / record path: a run is summarised by the next pass (every
+minute), which recomputes the current and the previous 5-minute bucket, so a run committed
+late (a slow probe, a runner that records its batch after the bucket turned) is still
+counted. Hourly buckets are recomputed from the 5-minute ones. Every write is an upsert of a
+whole bucket, so passes may overlap (two workers, a manual ``rollups`` beside the schedule)
+and a pass may be repeated: the result is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import models
+from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
+from django.utils import timezone
+
+from monitoring.models import SEVERITY_RANK, CheckRun, CheckStatus
+from monitoring.models.history import CheckRollup, RollupPeriod
+from opsconsole.logging import job_context
+
+logger = logging.getLogger(__name__)
+
+FIVE_MINUTES = timedelta(seconds=RollupPeriod.FIVE_MINUTES)
+HOUR = timedelta(seconds=RollupPeriod.HOUR)
+# A backfill recomputes at most this many buckets per grouped query (one CASE branch each).
+BUCKETS_PER_QUERY = 24
+NOT_OK = (CheckStatus.WARNING, CheckStatus.CRITICAL, CheckStatus.UNKNOWN)
+# Ranks by severity, unique per status so that the worst status can be read back from a MAX.
+_RANK = {CheckStatus.OK: 0, CheckStatus.PAUSED: 1, CheckStatus.UNKNOWN: 2}
+_RANK |= {s: SEVERITY_RANK[s] + 1 for s in (CheckStatus.WARNING, CheckStatus.CRITICAL)}
+_STATUS_OF_RANK = {rank: status for status, rank in _RANK.items()}
+UPDATE_FIELDS = [
+    "run_count",
+    "failed_count",
+    "value_count",
+    "value_sum",
+    "value_min",
+    "value_max",
+    "duration_sum_ms",
+    "duration_max_ms",
+    "worst_status",
+    "not_ok_seconds",
+]
+
+
+@dataclass
+class RefreshResult:
+    five_minute_buckets: int = 0
+    hourly_buckets: int = 0
+    seconds: float = 0.0
+
+
+def floor_time(at: datetime, step: timedelta) -> datetime:
+    """The start of the bucket of length ``step`` that holds ``at`` (UTC, aligned to epoch)."""
+    seconds = int(step.total_seconds())
+    epoch = int(at.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)
+
+
+def _rank_of(field: str) -> Case:
+    return Case(
+        *(When(**{field: status}, then=Value(rank)) for status, rank in _RANK.items()),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+
+
+def _slot(field: str, starts: list[datetime], step: timedelta) -> Case:
+    """Which of ``starts`` a row falls in, as a CASE portable to PostgreSQL and SQLite (the
+    query's WHERE keeps rows inside ``[starts[0], starts[-1] + step)``)."""
+    return Case(
+        *(When(**{f"{field}__lt": s + step}, then=Value(i)) for i, s in enumerate(starts)),
+        default=Value(len(starts) - 1),
+        output_field=IntegerField(),
+    )
+
+
+def _upsert(rows: list[CheckRollup]) -> None:
+    if rows:
+        CheckRollup.objects.bulk_create(
+            rows,
+            batch_size=500,
+            update_conflicts=True,
+            unique_fields=["check_obj", "period", "bucket"],
+            update_fields=UPDATE_FIELDS,
+        )
+
+
+def _five_minute_pass(starts: list[datetime]) -> int:
+    step = FIVE_MINUTES
+    grouped = (
+        CheckRun.objects.filter(created_at__gte=starts[0], created_at__lt=starts[-1] + step)
+        .order_by()
+        .annotate(slot=_slot("created_at", starts, step))
+        .values("check_obj_id", "slot")
+        .annotate(
+            runs=Count("id"),
+            failed=Count("id", filter=Q(status__in=NOT_OK)),
+            nvalues=Count("value"),
+            vsum=Sum("value"),
+            vmin=Min("value"),
+            vmax=Max("value"),
+            dsum=Sum("duration_ms"),
+            dmax=Max("duration_ms"),
+            rank=Max(_rank_of("status")),
+            interval=Max("check_obj__interval_seconds"),
+        )
+    )
+    rows = [
+        CheckRollup(
+            check_obj_id=g["check_obj_id"],
+            period=RollupPeriod.FIVE_MINUTES,
+            bucket=starts[g["slot"]],
+            run_count=g["runs"],
+            failed_count=g["failed"],
+            value_count=g["nvalues"],
+            value_sum=g["vsum"] or 0.0,
+            value_min=g["vmin"],
+            value_max=g["vmax"],
+            duration_sum_ms=g["dsum"] or 0.0,
+            duration_max_ms=g["dmax"] or 0.0,
+            worst_status=_STATUS_OF_RANK[g["rank"]],
+            not_ok_seconds=float(min(step.total_seconds(), g["failed"] * (g["interval"] or 60))),
+        )
+        for g in grouped
+    ]
+    _upsert(rows)
+    return len(rows)
+
+
+def _hourly_pass(starts: list[datetime]) -> int:
+    step = HOUR
+    grouped = (
+        CheckRollup.objects.filter(
+            period=RollupPeriod.FIVE_MINUTES, bucket__gte=starts[0], bucket__lt=starts[-1] + step
+        )
+        .order_by()
+        .annotate(slot=_slot("bucket", starts, step))
+        .values("check_obj_id", "slot")
+        .annotate(
+            runs=Sum("run_count"),
+            failed=Sum("failed_count"),
+            nvalues=Sum("value_count"),
+            vsum=Sum("value_sum"),
+            vmin=Min("value_min"),
+            vmax=Max("value_max"),
+            dsum=Sum("duration_sum_ms"),
+            dmax=Max("duration_max_ms"),
+            rank=Max(_rank_of("worst_status")),
+            not_ok=Sum("not_ok_seconds"),
+        )
+    )
+    rows = [
+        CheckRollup(
+            check_obj_id=g["check_obj_id"],
+            period=RollupPeriod.HOUR,
+            bucket=starts[g["slot"]],
+            run_count=g["runs"] or 0,
+            failed_count=g["failed"] or 0,
+            value_count=g["nvalues"] or 0,
+            value_sum=g["vsum"] or 0.0,
+            value_min=g["vmin"],
+            value_max=g["vmax"],
+            duration_sum_ms=g["dsum"] or 0.0,
+            duration_max_ms=g["dmax"] or 0.0,
+            worst_status=_STATUS_OF_RANK[g["rank"]],
+            not_ok_seconds=g["not_ok"] or 0.0,
+        )
+        for g in grouped
+    ]
+    _upsert(rows)
+    return len(rows)
+
+
+def _starts(first: datetime, last: datetime, step: timedelta) -> list[datetime]:
+    out = []
+    at = first
+    while at <= last:
+        out.append(at)
+        at += step
+    return out
+
+
+def _chunks(starts: list[datetime]) -> list[list[datetime]]:
+    return [starts[i : i + BUCKETS_PER_QUERY] for i in range(0, len(starts), BUCKETS_PER_QUERY)]
+
+
+def refresh_rollups(now: datetime | None = None, since: datetime | None = None) -> RefreshResult:
+    """Recomputes the 5-minute buckets from ``since`` (default: the previous bucket) to the
+    current one, then the hours that hold them. Returns how many buckets were written."""
+    started = time.monotonic()
+    now = now or timezone.now()
+    since = min(since or now - FIVE_MINUTES, now)
+    result = RefreshResult()
+    fives = _starts(floor_time(since, FIVE_MINUTES), floor_time(now, FIVE_MINUTES), FIVE_MINUTES)
+    for chunk in _chunks(fives):
+        result.five_minute_buckets += _five_minute_pass(chunk)
+    hours = _starts(floor_time(fives[0], HOUR), floor_time(fives[-1], HOUR), HOUR)
+    for chunk in _chunks(hours):
+        result.hourly_buckets += _hourly_pass(chunk)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def scheduled_rollups() -> int:
+    """The every-minute job; returns how many buckets it wrote."""
+    with job_context(job_name="rollups"):
+        result = refresh_rollups()
+        logger.debug(
+            "rollups refreshed",
+            extra={
+                "five_minute_buckets": result.five_minute_buckets,
+                "hourly_buckets": result.hourly_buckets,
+                "duration_s": round(result.seconds, 3),
+            },
+        )
+        return result.five_minute_buckets + result.hourly_buckets
+
+
+def rollups_of(
+    check_id: int, period: int, since: datetime, until: datetime
+) -> models.QuerySet[CheckRollup]:
+    """One check's buckets of ``period`` in ``[since, until)``, oldest first (served by the
+    unique constraint's index)."""
+    return CheckRollup.objects.filter(
+        check_obj_id=check_id, period=period, bucket__gte=since, bucket__lt=until
+    ).order_by("bucket")

@@ -1,0 +1,115 @@
+"""The status strip: a check's last 24 hours as one cell per hour, coloured by the worst run
+status of the hour, read from the hourly rollups (one query for any number of checks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from monitoring.history.rollups import HOUR, floor_time
+from monitoring.models import Check, CheckStatus
+from monitoring.models.history import CheckRollup, RollupPeriod
+
+CELLS = 24
+CELL = HOUR
+# Default fills; the classes (strip-ok, strip-warning, ...) let the stylesheet re-theme them
+# (CSS beats SVG presentation attributes, and the CSP allows no inline style).
+FILL = {
+    CheckStatus.OK: "#2da44e",
+    CheckStatus.WARNING: "#d4a72c",
+    CheckStatus.CRITICAL: "#cf222e",
+    CheckStatus.UNKNOWN: "#8c959f",
+    CheckStatus.PAUSED: "#8c959f",
+    "": "#d0d7de",
+}
+
+
+@dataclass(frozen=True)
+class StripCell:
+    start: datetime
+    end: datetime
+    status: str  # the worst run status, "" when there were no runs
+    runs: int = 0
+    failed: int = 0
+
+    @property
+    def label(self) -> str:
+        """Hover text, e.g. "14:00–15:00 UTC: warning, 3 of 60 runs failed"."""
+        when = f"{self.start:%H:%M}–{self.end:%H:%M} UTC"
+        if not self.runs:
+            return f"{when}: no runs"
+        runs = "run" if self.runs == 1 else "runs"
+        if not self.failed:
+            return f"{when}: {self.status}, {self.runs} {runs}, none failed"
+        return f"{when}: {self.status}, {self.failed} of {self.runs} {runs} failed"
+
+
+def _ids(checks: Iterable[Check | int]) -> list[int]:
+    return [c if isinstance(c, int) else c.pk for c in checks]
+
+
+def status_strips(
+    checks: Iterable[Check | int], now: datetime | None = None
+) -> dict[int, list[StripCell]]:
+    """The last 24 hours of each check (checks or ids), oldest cell first, keyed by check id.
+    The last cell is the current hour, so far."""
+    now = now or timezone.now()
+    ids = _ids(checks)
+    first = floor_time(now, CELL) - CELL * (CELLS - 1)
+    starts = [first + CELL * i for i in range(CELLS)]
+    found: dict[tuple[int, datetime], tuple[str, int, int]] = {}
+    if ids:
+        for check_id, bucket, worst, runs, failed in CheckRollup.objects.filter(
+            check_obj_id__in=ids, period=RollupPeriod.HOUR, bucket__gte=first, bucket__lte=now
+        ).values_list("check_obj_id", "bucket", "worst_status", "run_count", "failed_count"):
+            found[(check_id, bucket)] = (worst, runs, failed)
+    strips = {}
+    for check_id in ids:
+        cells = []
+        for start in starts:
+            worst, runs, failed = found.get((check_id, start), ("", 0, 0))
+            cells.append(StripCell(start, start + CELL, worst if runs else "", runs, failed))
+        strips[check_id] = cells
+    return strips
+
+
+def _summary(cells: Sequence[StripCell]) -> str:
+    counts: dict[str, int] = {}
+    for cell in cells:
+        counts[cell.status or "no data"] = counts.get(cell.status or "no data", 0) + 1
+    order = ["critical", "warning", "unknown", "paused", "ok", "no data"]
+    parts = [
+        f"{counts[name]} {'hour' if counts[name] == 1 else 'hours'} {name}"
+        for name in order
+        if counts.get(name)
+    ]
+    return "Status over the last 24 hours: " + ", ".join(parts)
+
+
+def render_strip(cells: Sequence[StripCell], *, width: int = 240, height: int = 16) -> SafeString:
+    """The strip as inline SVG: one rect per cell with its hover text as ``<title>``, a
+    summary for screen readers, no script and no style attribute (the CSP forbids both)."""
+    if not cells:
+        return mark_safe("")
+    gap = 1
+    cell_w = (width - gap * (len(cells) - 1)) / len(cells)
+    summary = escape(_summary(cells))
+    parts = [
+        f'<svg class="strip" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
+        f' role="img" aria-label="{summary}" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{summary}</title>"
+    ]
+    for i, cell in enumerate(cells):
+        status = cell.status or "none"
+        parts.append(
+            f'<rect class="strip-cell strip-{escape(status)}" x="{i * (cell_w + gap):.2f}" y="0"'
+            f' width="{cell_w:.2f}" height="{height}" rx="1.5"'
+            f' fill="{FILL.get(cell.status, FILL[""])}"><title>{escape(cell.label)}</title></rect>'
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped above

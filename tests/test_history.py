@@ -1,0 +1,254 @@
+"""History that stays fast: rollups agree with the raw runs they summarise, uptime and the
+status strip match a hand-computed fixture, retention keeps status changes and the last N."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+
+from monitoring.history.rollups import floor_time, refresh_rollups
+from monitoring.history.strip import render_strip, status_strips
+from monitoring.history.uptime import Uptime, uptimes
+from monitoring.models import Check, CheckRun
+from monitoring.models.history import CheckRollup, RollupPeriod
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 3, 31, 12, 2, 30, tzinfo=UTC)  # 12:02:30: inside the 12:00 5-min bucket
+
+
+def make_check(name: str = "api", interval: int = 60) -> Check:
+    return Check.objects.create(
+        name=name, kind="http", config={"url": "http://127.0.0.1:9/"}, interval_seconds=interval
+    )
+
+
+def run(check: Check, at: datetime, status: str = "ok", value=None, duration=10.0, changed=False):
+    return CheckRun(
+        check_obj=check,
+        status=status,
+        value=value,
+        duration_ms=duration,
+        created_at=at,
+        status_changed=changed,
+    )
+
+
+# --- rollups -----------------------------------------------------------------------------------
+
+
+def series(check: Check) -> list[CheckRun]:
+    """Every 30 s from 10:50 to 12:02:30, values 100..., one failure in seven, a few None."""
+    start = datetime(2026, 3, 31, 10, 50, tzinfo=UTC)
+    runs = []
+    for i in range(146):
+        status = "critical" if i % 7 == 3 else "warning" if i % 11 == 5 else "ok"
+        value = None if i % 13 == 0 else 100.0 + (i * 37) % 50
+        runs.append(run(check, start + timedelta(seconds=30 * i), status, value, 5.0 + i % 9))
+    return runs
+
+
+def expected(runs: list[CheckRun], start: datetime, length: timedelta, interval: int) -> dict:
+    inside = [r for r in runs if start <= r.created_at < start + length]
+    values = [r.value for r in inside if r.value is not None]
+    failed = sum(r.status != "ok" for r in inside)
+    rank = {"ok": 0, "warning": 2, "critical": 3}
+    return {
+        "run_count": len(inside),
+        "failed_count": failed,
+        "value_count": len(values),
+        "value_sum": pytest.approx(sum(values)),
+        "value_min": min(values, default=None),
+        "value_max": max(values, default=None),
+        "duration_sum_ms": pytest.approx(sum(r.duration_ms for r in inside)),
+        "duration_max_ms": max(r.duration_ms for r in inside),
+        "worst_status": max((r.status for r in inside), key=rank.__getitem__),
+        "not_ok_seconds": pytest.approx(min(length.total_seconds(), failed * interval)),
+    }
+
+
+FIELDS = (
+    "run_count",
+    "failed_count",
+    "value_count",
+    "value_sum",
+    "value_min",
+    "value_max",
+    "duration_sum_ms",
+    "duration_max_ms",
+    "worst_status",
+    "not_ok_seconds",
+)
+
+
+def as_dict(rollup: CheckRollup) -> dict:
+    return {key: getattr(rollup, key) for key in FIELDS}
+
+
+def test_rollups_agree_with_the_raw_runs_they_summarise():
+    check = make_check(interval=30)
+    other = make_check("other")
+    runs = series(check)
+    CheckRun.objects.bulk_create(runs + [run(other, NOW - timedelta(minutes=1), "critical", 9.0)])
+    result = refresh_rollups(now=NOW, since=datetime(2026, 3, 31, 10, 50, tzinfo=UTC))
+    fives = CheckRollup.objects.filter(check_obj=check, period=RollupPeriod.FIVE_MINUTES)
+    assert fives.count() == 15  # 10:50 ... 12:00
+    assert result.five_minute_buckets == 16  # the other check's one bucket too
+    for rollup in fives:
+        assert as_dict(rollup) == expected(runs, rollup.bucket, timedelta(minutes=5), 30), rollup
+    hours = {r.bucket: r for r in CheckRollup.objects.filter(check_obj=check, period=3600)}
+    assert sorted(hours) == [datetime(2026, 3, 31, h, tzinfo=UTC) for h in (10, 11, 12)]
+    for bucket, rollup in hours.items():
+        want = expected(runs, bucket, timedelta(hours=1), 30)
+        # Hourly time-not-ok is the sum of its 5-minute buckets' (each capped at 5 minutes).
+        want["not_ok_seconds"] = pytest.approx(
+            sum(f.not_ok_seconds for f in fives if bucket <= f.bucket < bucket + timedelta(hours=1))
+        )
+        assert as_dict(rollup) == want
+    assert hours[datetime(2026, 3, 31, 11, tzinfo=UTC)].run_count == 120
+    assert hours[datetime(2026, 3, 31, 11, tzinfo=UTC)].value_mean == pytest.approx(
+        sum(r.value for r in runs if r.created_at.hour == 11 and r.value is not None)
+        / sum(1 for r in runs if r.created_at.hour == 11 and r.value is not None)
+    )
+
+
+def test_the_minute_pass_is_idempotent_and_counts_runs_committed_late():
+    check = make_check()
+    CheckRun.objects.bulk_create(
+        [run(check, NOW - timedelta(seconds=s), "ok", 10.0) for s in (20, 80, 200)]
+    )
+    with time_machine.travel(NOW, tick=False):
+        refresh_rollups()
+        refresh_rollups()  # a second pass (or a second worker) changes nothing
+    five = CheckRollup.objects.get(
+        check_obj=check, period=300, bucket=floor_time(NOW, timedelta(minutes=5))
+    )
+    previous = CheckRollup.objects.get(
+        check_obj=check, period=300, bucket=five.bucket - timedelta(minutes=5)
+    )
+    assert (five.run_count, previous.run_count) == (2, 1)
+    assert CheckRollup.objects.filter(check_obj=check).count() == 4  # 5-min and hourly buckets
+    # A run of the 11:55 bucket committed after the 12:02 pass is counted by the next one.
+    CheckRun.objects.create(
+        **{
+            "check_obj": check,
+            "status": "critical",
+            "value": 99.0,
+            "created_at": NOW - timedelta(minutes=6),
+        }
+    )
+    with time_machine.travel(NOW + timedelta(minutes=1), tick=False):
+        refresh_rollups()
+    previous.refresh_from_db()
+    hour = CheckRollup.objects.get(
+        check_obj=check, period=3600, bucket=NOW.replace(hour=11, minute=0, second=0)
+    )
+    assert (previous.run_count, previous.failed_count, previous.worst_status) == (2, 1, "critical")
+    assert (hour.run_count, hour.failed_count, hour.value_max) == (2, 1, 99.0)
+    assert CheckRollup.objects.filter(check_obj=check).count() == 4
+
+
+# --- uptime and strip: a hand-computed fixture -------------------------------------------------
+
+T = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def timeline():
+    """Status changes at known times. ``steady``: ok for 40 days, critical for 6 h ten days
+    ago and for 3 h from 12 h ago; ``young``: first status 2 days ago, critical for the last
+    hour; ``silent``: no status change ever."""
+    steady, young, silent = make_check("steady"), make_check("young"), make_check("silent")
+    CheckRun.objects.bulk_create(
+        [
+            run(steady, T - timedelta(days=40), "ok", changed=True),
+            run(steady, T - timedelta(days=10), "critical", changed=True),
+            run(steady, T - timedelta(days=10) + timedelta(hours=6), "ok", changed=True),
+            run(steady, T - timedelta(hours=12), "critical", changed=True),
+            # a failing run that did not change the status (debounce): not downtime
+            run(steady, T - timedelta(hours=5), "critical"),
+            run(steady, T - timedelta(hours=9), "warning", changed=True),
+            run(steady, T - timedelta(hours=8, minutes=30), "ok", changed=True),
+            run(young, T - timedelta(days=2), "ok", changed=True),
+            run(young, T - timedelta(hours=1), "critical", changed=True),
+            run(silent, T - timedelta(hours=3), "unknown"),
+        ]
+    )
+    return steady, young, silent
+
+
+def test_uptime_is_the_share_of_time_not_critical_from_status_changes(timeline):
+    steady, young, silent = timeline
+    with time_machine.travel(T, tick=False):
+        found = uptimes([steady.pk, young.pk, silent.pk])
+    assert found[steady.pk] == Uptime(
+        d1=pytest.approx(100 * 21 / 24),
+        d7=pytest.approx(100 * (168 - 3) / 168),
+        d30=pytest.approx(100 * (720 - 9) / 720),
+    )
+    # Known for two days only: the time before its first status is no data, not downtime.
+    assert found[young.pk] == Uptime(
+        d1=pytest.approx(100 * 23 / 24),
+        d7=pytest.approx(100 * 47 / 48),
+        d30=pytest.approx(100 * 47 / 48),
+    )
+    assert found[silent.pk] == Uptime(None, None, None)
+    # An hour later the 24 h window has moved: 4 h down of 24 (the last hour still critical
+    # for young; steady's 3 h stay inside).
+    with time_machine.travel(T + timedelta(hours=1), tick=False):
+        later = uptimes([steady.pk, young.pk])
+    assert later[steady.pk].d1 == pytest.approx(100 * 21 / 24)
+    assert later[young.pk].d1 == pytest.approx(100 * 22 / 24)
+
+
+def test_uptime_takes_two_queries_for_any_number_of_checks(timeline, django_assert_max_num_queries):
+    extra = [make_check(f"more-{i}") for i in range(20)]
+    with django_assert_max_num_queries(2):
+        found = uptimes([c.pk for c in (*timeline, *extra)], now=T)
+    assert len(found) == 23
+
+
+def test_api_lists_uptime_per_check(client, api_key_factory, timeline):
+    steady, young, silent = timeline
+    key = api_key_factory("read")
+    with time_machine.travel(T, tick=False):
+        response = client.get("/api/checks/", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 200
+    rows = {row["name"]: row for row in response.json()["checks"]}
+    assert rows["steady"]["uptime_24h"] == 87.5
+    assert rows["steady"]["uptime_30d"] == pytest.approx(100 * 711 / 720, abs=0.001)
+    assert rows["young"]["uptime_7d"] == pytest.approx(100 * 47 / 48, abs=0.001)
+    assert (rows["silent"]["uptime_24h"], rows["silent"]["uptime_7d"]) == (None, None)
+
+
+def test_status_strip_shows_the_last_24_hours_by_worst_status():
+    steady, empty = make_check("strip"), make_check("empty")
+    now = T + timedelta(minutes=30)  # 12:30: the last cell is the current hour
+    CheckRun.objects.bulk_create(
+        [
+            run(steady, T - timedelta(hours=h, minutes=-m), "ok", 50.0)
+            for h in range(1, 24)
+            for m in (10, 40)
+        ]
+        + [run(steady, T - timedelta(hours=12, minutes=-20), "critical", 60.0)]
+        + [run(steady, T + timedelta(minutes=m), "warning", 70.0) for m in (1, 2, 3)]
+    )
+    with time_machine.travel(now, tick=False):
+        refresh_rollups(since=T - timedelta(hours=24))
+        strips = status_strips([steady, empty.pk])
+    cells = strips[steady.pk]
+    assert len(cells) == 24
+    assert cells[0].start == T - timedelta(hours=23) and cells[-1].end == T + timedelta(hours=1)
+    by_hour = {c.start.hour: c for c in cells}
+    assert (by_hour[0].status, by_hour[0].runs, by_hour[0].failed) == ("critical", 3, 1)
+    assert by_hour[0].label == "00:00–01:00 UTC: critical, 1 of 3 runs failed"
+    assert by_hour[12].label == "12:00–13:00 UTC: warning, 3 of 3 runs failed"
+    assert by_hour[11].label == "11:00–12:00 UTC: ok, 2 runs, none failed"
+    assert all(c.status == "" and c.label.endswith("no runs") for c in strips[empty.pk])
+    svg = str(render_strip(cells))
+    assert svg.count("<rect") == 24 and svg.count("<title>") == 25
+    assert "style=" not in svg and "<script" not in svg
+    assert 'role="img"' in svg and "22 hours ok" in svg and "1 hour critical" in svg
+    assert 'class="strip-cell strip-critical"' in svg
