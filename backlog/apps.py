@@ -10,6 +10,7 @@ class BacklogConfig(AppConfig):
         # Imported here, not at the top: these modules use the models, which Django loads
         # only once every app's config is created.
         from backlog import (
+            activity as backlog_activity,
             kinds,  # noqa: F401 - registers the backlog check kind
             pages,
             retention,
@@ -31,7 +32,7 @@ class BacklogConfig(AppConfig):
                 description="Deliver pending backlog entries to their handlers",
             )
         )
-        register_activity_source("backlog", activity)
+        register_activity_source("backlog", activity, events=backlog_activity.failure_events)
         register_collector("backlog", collect_metrics)
         pages.register_panels()
         retention.register_rules()

@@ -9,7 +9,7 @@ class BatchesConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at the top: these modules use the models, which Django loads
         # only once every app's config is created.
-        from batches import kinds, metrics, operations, pages, retention  # noqa: F401 - registers the kind and operations
+        from batches import activity, kinds, metrics, operations, pages, retention  # noqa: F401 - registers the kind and operations
         from batches.executor import enqueue_work
         from batches.models import on_work_queued
         from opsconsole.registries import (
@@ -28,7 +28,7 @@ class BatchesConfig(AppConfig):
                 description="Release expired item leases and re-queue batches without a worker",
             )
         )
-        register_activity_source("batches", metrics.activity)
+        register_activity_source("batches", metrics.activity, events=activity.finished_events)
         register_collector("batches", metrics.collect_metrics)
         pages.register_panels()
         retention.register_rules()

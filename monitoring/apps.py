@@ -16,7 +16,7 @@ class MonitoringConfig(AppConfig):
         from monitoring.checks.checkfile import register_section
         from monitoring.kinds import data, heartbeat, host, logfile, network, queue  # noqa: F401 - registers the kinds
         from monitoring.models import register_after_record
-        from monitoring.observability import collectors, tasklog
+        from monitoring.observability import activity, collectors, tasklog
         from monitoring.web import dashboard
         from opsconsole.logging import install_record_factory
         from opsconsole.registries import (
@@ -34,7 +34,7 @@ class MonitoringConfig(AppConfig):
         register_collector("queue", collectors.queue_metrics)
         register_collector("redis", collectors.redis_metrics)
         register_collector("alerts", alert_metrics)
-        register_activity_source("alerts", alert_activity)
+        register_activity_source("alerts", alert_activity, events=activity.alert_events)
         dashboard.register_panels()
         retention.register_rules()
         install_record_factory()

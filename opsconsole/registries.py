@@ -3,7 +3,8 @@
 - periodic jobs: what ``setup_schedules`` installs in django-q2 (each is also a command for cron);
 - metric collectors: ``fn(now) -> Iterable[Metric]`` behind ``/metrics``, computed from the
   database so that what any worker did is visible from every web process;
-- activity sources: ``fn(since, until) -> dict``, one section of the delta view each;
+- activity sources: ``fn(since, until) -> dict``, one section of the delta view each, and
+  optionally ``events(since, until, limit) -> list[ActivityEvent]``, their recent events;
 - dashboard panels: one section of the dashboard each;
 - retention rules: what ``housekeeping`` deletes.
 
@@ -33,6 +34,25 @@ ActivitySource = Callable[[datetime, datetime], dict[str, Any]]
 
 
 @dataclass(frozen=True)
+class ActivityEvent:
+    """One thing that happened, for the list on ``/activity/``: ``what`` in words ("Alert
+    acknowledged"), the thing it happened to and a link to its page; ``status`` names the
+    badge (ok, warning, critical, unknown) or is empty."""
+
+    at: datetime
+    what: str
+    subject: str
+    url: str
+    status: str = ""
+    detail: str = ""
+
+
+# events(since, until, limit): the newest ``limit`` events in the window, newest first, in one
+# query: the page merges every source's list, so none may be slow or unbounded.
+EventSource = Callable[[datetime, datetime, int], list[ActivityEvent]]
+
+
+@dataclass(frozen=True)
 class DashboardPanel:
     """A dashboard section: ``context(now)`` gives the template its data; lower ``order`` first."""
 
@@ -55,6 +75,7 @@ class RetentionRule:
 _jobs: dict[str, PeriodicJob] = {}
 _collectors: dict[str, Collector] = {}
 _activity_sources: dict[str, ActivitySource] = {}
+_event_sources: dict[str, EventSource] = {}
 _panels: dict[str, DashboardPanel] = {}
 _retention_rules: dict[str, RetentionRule] = {}
 
@@ -79,12 +100,20 @@ def collectors() -> dict[str, Collector]:
     return dict(_collectors)
 
 
-def register_activity_source(section: str, source: ActivitySource) -> None:
+def register_activity_source(
+    section: str, source: ActivitySource, events: EventSource | None = None
+) -> None:
     _activity_sources[section] = source
+    if events is not None:
+        _event_sources[section] = events
 
 
 def activity_sources() -> dict[str, ActivitySource]:
     return dict(_activity_sources)
+
+
+def event_sources() -> dict[str, EventSource]:
+    return dict(_event_sources)
 
 
 def register_panel(panel: DashboardPanel) -> None:

@@ -1,5 +1,7 @@
-"""``/activity/``: the delta view (what changed in the last window) with a window selector.
-The numbers come from ``monitoring.observability.activity.collect_activity``, the same as the CLI and API."""
+"""``/activity/``: the recent events (alerts, status changes, batches, backlog failures) beside
+the delta view (what changed in the last window, with a window selector). The numbers come from
+``monitoring.observability.activity.collect_activity``, the same as the CLI and API; the events
+from ``recent_events``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,13 @@ from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
-from monitoring.observability.activity import collect_activity
+from monitoring.observability.activity import (
+    EVENT_LIMIT,
+    EVENT_WINDOW,
+    collect_activity,
+    labelled_sections,
+    recent_events,
+)
 from opsconsole.page_access import staff_page
 
 # (query value, label, seconds); 30 s is the seeds' default window.
@@ -32,6 +40,7 @@ def activity_page(request: HttpRequest) -> HttpResponse:
     if seconds is None:  # an unknown window falls back to the default rather than a 400 page
         chosen, seconds = DEFAULT_WINDOW, 30
     delta = collect_activity(seconds)
+    events, failed_sources = recent_events()
     return render(
         request,
         "pages/activity.html",
@@ -41,7 +50,11 @@ def activity_page(request: HttpRequest) -> HttpResponse:
             "seconds": seconds,
             "since": parse_datetime(delta["since"]),
             "until": parse_datetime(delta["until"]),
-            "sections": list(delta["sections"].items()),
+            "sections": labelled_sections(delta["sections"]),
+            "events": events,
+            "failed_sources": failed_sources,
+            "event_hours": int(EVENT_WINDOW.total_seconds() // 3600),
+            "event_limit": EVENT_LIMIT,
             "freshness": delta["freshness"],
         },
     )
