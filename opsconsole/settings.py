@@ -312,6 +312,8 @@ REPORT_RETENTION_DAYS = env_int("REPORT_RETENTION_DAYS", 30, minimum=1)
 IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 24, minimum=1)
 # The scheduled 30-minute report is also mailed to staff when true.
 OPSREPORT_EMAIL = env_bool("OPSREPORT_EMAIL", False)
+# The health report's heading: the installation's name, e.g. "OFF-CHAIN HEALTH REPORT".
+REPORT_TITLE = env_str("REPORT_TITLE", "OPS CONSOLE HEALTH REPORT")
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", "console" if DEBUG else "json", ("json", "console"))

@@ -1,4 +1,4 @@
-"""Check-file sections ``channels``, ``escalation`` and ``maintenance``.
+"""Check-file sections ``channels``, ``escalation``, ``maintenance`` and ``report``.
 
 Validation reports every problem with where it is; applying is an upsert by name (by
 severity for the escalation policy), ``--prune`` deletes what the file does not name.
@@ -22,6 +22,7 @@ from monitoring.models import (
     NotificationChannel,
     WindowSource,
 )
+from monitoring.observability.report import apply_layout, validate_layout
 from opsconsole.env import parse_duration
 
 CHANNEL_FIELDS = {"name", "kind", "url", "to", "min_severity", "enabled"}
@@ -300,4 +301,6 @@ SECTIONS = [
     Section("channels", _validate_channels, _apply_channels),
     Section("escalation", _validate_escalation, _apply_escalation),
     Section("maintenance", _validate_maintenance, _apply_maintenance),
+    # The health report's layout: which checks feed which section, the recent-rows queries.
+    Section("report", validate_layout, apply_layout),
 ]

@@ -39,7 +39,7 @@ from monitoring.models.notifications import (
     NotificationStatus,
     StepKind,
 )
-from monitoring.models.reports import Report
+from monitoring.models.reports import Report, ReportLayout
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -66,6 +66,7 @@ __all__ = [
     "NotificationChannel",
     "NotificationStatus",
     "Report",
+    "ReportLayout",
     "StepKind",
     "can_author_sql",
     "register_after_record",

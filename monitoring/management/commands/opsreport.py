@@ -6,8 +6,9 @@ from opsconsole.logging import job_run
 
 class Command(BaseCommand):
     help = (
-        "Build the health report (process status, database health, recent data from freshness and "
-        "value checks, active alerts, system resources), save it (see /reports/) and print it. "
+        "Build the health report headed REPORT_TITLE (process status, database health, recent "
+        "rows, active alerts, system resources; which checks and queries feed it is the check "
+        "file's report: section, see docs/checks.md), save it (see /reports/) and print it. "
         "--email also mails it to every active staff user with an address. "
         "Scheduled every 30 minutes."
     )
