@@ -504,6 +504,17 @@ def mark_key_processed(key: str, source: str = DEFAULT_SOURCE) -> int:
     return mark_processed(BacklogEntry.objects.filter(key=key, source=source))
 
 
+def sources_with_open_key(key: str) -> list[str]:
+    """The sources holding ``key`` pending or failed: those ``mark_key_processed`` could mark."""
+    return sorted(
+        set(
+            BacklogEntry.objects.filter(
+                key=key, status__in=[BacklogStatus.PENDING, BacklogStatus.FAILED]
+            ).values_list("source", flat=True)
+        )
+    )
+
+
 def clear(*, source: str | None = None, status: str | None = None) -> int:
     queryset = BacklogEntry.objects.all()
     if source:
@@ -815,6 +826,22 @@ def process(
     return report
 
 
+def _dry_run_outcome(source: str) -> str:
+    """The one thing processing would do to an entry of ``source``: resolved as processing
+    resolves it (an unimportable handler fails like a missing one), without calling it."""
+    handlers = HandlerSet()
+    try:
+        handlers.get(source)
+    except HandlerMissing as exc:
+        if handler_setting(source) is None:
+            # The full hint (an example setting) is long: one line per entry stays readable.
+            return f"would fail, not retried: no handler for source {source!r} in BACKLOG_HANDLERS"
+        return f"would fail, not retried: {exc}"
+    finally:
+        handlers.close()
+    return f"would {describe_handler(source)}"
+
+
 def dry_run(
     *, limit: int | None = None, source: str | None = None, show: int = 20
 ) -> dict[str, Any]:
@@ -836,7 +863,11 @@ def dry_run(
     return {
         "would_process": total,
         "by_source": {
-            name: {"due": count, "handler": describe_handler(name)}
+            name: {
+                "due": count,
+                "handler": describe_handler(name),
+                "outcome": _dry_run_outcome(name),
+            }
             for name, count in sorted(by_source.items())
         },
         "first": [(entry.source, entry.key, entry.attempts) for entry in first],

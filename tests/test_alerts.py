@@ -281,12 +281,14 @@ def test_loadchecks_accepts_the_design_example_file_verbatim(tmp_path):
     path = tmp_path / "checks.yaml"
     shutil.copy(ROOT / "docs" / "example-checks.yaml", path)
     call_command("loadchecks", str(path))
-    channel = NotificationChannel.objects.get()
+    channel = NotificationChannel.objects.get(name="oncall-webhook")
     assert (channel.name, channel.kind, channel.min_severity) == (
         "oncall-webhook",
         "webhook",
         "warning",
     )
+    # The escalation's second step names it: the example defines it (tests/test_checkfile.py).
+    assert NotificationChannel.objects.get(name="oncall-email").kind == "email"
     critical = EscalationPolicy.objects.get(severity="critical")
     assert critical.repeat_seconds == 900
     assert [(s.after_seconds, s.channels) for s in critical.steps.order_by("after_seconds")] == [
@@ -295,7 +297,7 @@ def test_loadchecks_accepts_the_design_example_file_verbatim(tmp_path):
     ]
     assert not EscalationPolicy.objects.get(severity="info").steps.exists()
     call_command("loadchecks", str(path))  # idempotent
-    assert NotificationChannel.objects.count() == 1
+    assert NotificationChannel.objects.count() == 2
 
 
 def test_check_file_sections_validate_everything_and_write_nothing_on_error(tmp_path):

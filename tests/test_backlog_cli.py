@@ -127,7 +127,7 @@ def test_process_dry_run_changes_no_row_and_says_what_it_would_do(settings, http
     output = run("process", "--dry-run")
     assert snapshot() == before
     assert "would process 2" in output and f"POST {server.url}" in output
-    assert "would handle users:1" in output
+    assert f"users:1 (attempt 1): would POST {server.url}" in output
     assert server.requests == []
 
 
@@ -209,3 +209,58 @@ def test_help_describes_every_subcommand(capsys):
     text = capsys.readouterr().out
     for name in ("add", "list", "status", "process", "clear", "mark_processed", "retry_failed"):
         assert name in text
+
+
+def test_process_test_is_the_helpers_spelling_of_dry_run(settings):
+    settings.BACKLOG_HANDLERS = {}
+    services.enqueue("users", "1")
+    before = snapshot()
+    output = run("process", "--test")
+    assert snapshot() == before
+    assert output.startswith("dry run: would process 1 due entries (nothing changed)")
+
+
+def test_dry_run_reports_each_entry_once_with_what_would_happen_to_it(settings, http_server):
+    server = http_server()
+    settings.BACKLOG_HANDLERS = {"users": f"webhook:{server.url}", "legacy": "nowhere.sync"}
+    for source, key in (("users", "1"), ("ghost", "2"), ("users", "3"), ("legacy", "4")):
+        services.enqueue(source, key)
+    lines = run("process", "--dry-run").splitlines()
+    assert lines[0] == "dry run: would process 4 due entries (nothing changed)"
+    entries = lines[1:]
+    assert entries == [
+        f"  users:1 (attempt 1): would POST {server.url}",
+        "  ghost:2 (attempt 1): would fail, not retried: no handler for source 'ghost' "
+        "in BACKLOG_HANDLERS",
+        f"  users:3 (attempt 1): would POST {server.url}",
+        "  legacy:4 (attempt 1): would fail, not retried: BACKLOG_HANDLERS['legacy']: "
+        "cannot import 'nowhere.sync': No module named 'nowhere'",
+    ]
+    assert server.requests == []
+
+
+def test_mark_processed_without_source_finds_the_key_in_its_only_source():
+    services.enqueue("users", "42")
+    services.enqueue("orders", "43")
+    assert "marked 1 entry of users:42 processed" in run("mark_processed", "42")
+    assert BacklogEntry.objects.get(key="42").status == BacklogStatus.PROCESSED
+    assert BacklogEntry.objects.get(key="43").status == BacklogStatus.PENDING
+
+
+def test_mark_processed_of_a_key_in_several_sources_names_them_and_marks_nothing(
+    subprocess_env,
+):
+    services.enqueue("users", "7")
+    services.enqueue("orders", "7")
+    result = subprocess.run(
+        manage("backlog", "mark_processed", "7"),
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "key '7' is pending or failed in 2 sources: orders, users" in result.stderr
+    assert "--source" in result.stderr
+    assert set(BacklogEntry.objects.values_list("status", flat=True)) == {BacklogStatus.PENDING}
+    assert "marked 1 entry of orders:7" in run("mark_processed", "7", "--source", "orders")

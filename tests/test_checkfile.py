@@ -195,3 +195,72 @@ def test_loadchecks_exits_non_zero_from_the_shell(tmp_path, subprocess_env):
     )
     assert result.returncode != 0
     assert "check 'bad': config.url: is required" in result.stderr
+
+
+@pytest.mark.django_db
+def test_an_escalation_naming_a_channel_nobody_defines_is_refused_and_writes_nothing(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        checks: []
+        channels:
+          - {name: oncall-webhook, kind: webhook, url: "https://hooks.example/ops"}
+        escalation:
+          critical: {steps: [{after: 0s, channels: [oncall-webhook]}, {after: 30m, channels: [oncall-email]}]}
+        """,
+    )
+    with pytest.raises(CommandError) as refused:
+        call_command("loadchecks", str(path))
+    assert (
+        "escalation.critical.steps[1].channels: no channel named 'oncall-email' in this file's "
+        "channels (defined here: oncall-webhook) or in the database" in str(refused.value)
+    )
+    from monitoring.models import EscalationStep, NotificationChannel
+
+    assert not NotificationChannel.objects.exists()
+    assert not any("oncall-webhook" in step.channels for step in EscalationStep.objects.all())
+
+    # A channel made in the admin (or by an earlier file) is known too.
+    NotificationChannel.objects.create(name="oncall-email", kind="email", recipients="a@b.c")
+    call_command("loadchecks", str(path))
+    assert NotificationChannel.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_example_check_file_loads_and_runs_on_this_database(tmp_path, settings):
+    """docs/example-checks.yaml, verbatim, against seed-shaped `events` rows: its SQL check gets
+    the right count through the portable {since} form on SQLite and on PostgreSQL."""
+    import shutil
+    from datetime import timedelta
+    from pathlib import Path
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from monitoring.checks.runner import run_checks
+
+    settings.SQL_CHECKS_ALLOW_SUPERUSER = True  # the PostgreSQL test run connects as postgres
+    example = Path(__file__).resolve().parent.parent / "docs" / "example-checks.yaml"
+    path = tmp_path / "example-checks.yaml"
+    shutil.copy(example, path)
+    now = timezone.now()
+    stamp = "timestamptz" if connection.vendor == "postgresql" else "datetime"
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS events")
+        cursor.execute(f"CREATE TABLE events (id integer PRIMARY KEY, created_at {stamp} NOT NULL)")
+    try:
+        with connection.cursor() as cursor:
+            rows = [(i, now - timedelta(minutes=i % 50)) for i in range(150)]
+            rows += [(1000 + i, now - timedelta(hours=3)) for i in range(40)]  # outside the hour
+            if connection.vendor == "sqlite":
+                # Stored as Django stores SQLite datetimes: naive UTC text.
+                rows = [(i, at.strftime("%Y-%m-%d %H:%M:%S.%f")) for i, at in rows]
+            cursor.executemany("INSERT INTO events (id, created_at) VALUES (%s, %s)", rows)
+        call_command("loadchecks", str(path))
+        events = Check.objects.get(name="events-last-hour")
+        [result] = run_checks([events], claim=False)
+        assert result.run.value == 150, result.run.message
+        assert result.run.status == "ok", result.run.message
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS events")

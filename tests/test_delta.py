@@ -164,3 +164,10 @@ def test_follow_refreshes_every_window_until_interrupted(subprocess_env):
     assert len(lines) == 2, err
     assert all(line.startswith("delta 1s | ") for line in lines)
     assert process.returncode == 0, err
+
+
+def test_compact_says_never_measured_in_words():
+    Check.objects.create(name="orders-fresh", kind="freshness")
+    line = delta("--compact")
+    assert "orders-fresh=never measured(" in line
+    assert "nevermeasured" not in line

@@ -18,7 +18,7 @@ from django.db import transaction
 
 from monitoring.checks.baseline import rule_problems
 from monitoring.kinds import ConfigError, get_kind
-from monitoring.models import Check, Direction
+from monitoring.models import Check, Direction, NotificationChannel
 from monitoring.models.checks import default_interval_seconds, default_timeout_seconds
 from opsconsole.env import parse_duration
 
@@ -264,9 +264,33 @@ def validate_document(document: dict[str, Any]) -> dict[str, Any]:
     for name, section in _sections.items():
         if name in document:
             parsed[name] = section.validate(document[name], document, problems)
+    _check_escalation_channels(parsed, problems)
     if problems:
         raise CheckFileError(problems)
     return parsed
+
+
+def _check_escalation_channels(parsed: dict[str, Any], problems: list[str]) -> None:
+    """An escalation step naming a channel that neither this file nor the database defines
+    would notify nobody: refused at load, not found out during an incident."""
+    named = {
+        (severity, index, channel)
+        for severity, policy in (parsed.get("escalation") or {}).items()
+        for index, step in enumerate(policy.get("steps", []))
+        for channel in step.get("channels", [])
+    }
+    if not named:
+        return
+    in_file = {entry["name"] for entry in parsed.get("channels") or [] if entry.get("name")}
+    known = in_file | set(NotificationChannel.objects.values_list("name", flat=True))
+    for severity, index, channel in sorted(named):
+        if channel not in known:
+            defined = ", ".join(sorted(in_file)) or "none"
+            problems.append(
+                f"escalation.{severity}.steps[{index}].channels: no channel named {channel!r} "
+                f"in this file's channels (defined here: {defined}) or in the database; "
+                "define it under channels"
+            )
 
 
 def _apply_checks(entries: list[dict[str, Any]], prune: bool) -> dict[str, int]:

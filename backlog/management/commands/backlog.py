@@ -80,7 +80,12 @@ class Command(BaseCommand):
             help="deliver due entries to their handlers (what the 5-minute schedule runs)",
         )
         process.add_argument(
-            "--dry-run", action="store_true", help="say what would be processed and change nothing"
+            "--dry-run",
+            "--test",
+            dest="dry_run",
+            action="store_true",
+            help="say what would happen to each due entry and change nothing "
+            "(--test is the backlog helper's spelling)",
         )
         process.add_argument("--limit", type=_positive_int, help="handle at most N entries")
         process.add_argument("--source", help="only this source")
@@ -95,7 +100,11 @@ class Command(BaseCommand):
             help="mark a pending or failed key processed without calling its handler",
         )
         mark.add_argument("key")
-        mark.add_argument("--source", default=DEFAULT_SOURCE, help="default: %(default)s")
+        mark.add_argument(
+            "--source",
+            help="the key's source; needed only when the key is pending or failed in more than "
+            "one source",
+        )
 
         retry = sub.add_parser(
             "retry_failed", help="put failed entries back to pending with fresh attempts"
@@ -208,19 +217,7 @@ class Command(BaseCommand):
 
     def _process(self, options: dict[str, Any], job: JobTrail) -> None:
         if options["dry_run"]:
-            plan = services.dry_run(limit=options["limit"], source=options["source"])
-            job.count(would_process=plan["would_process"])
-            self.stdout.write(
-                f"dry run: would process {plan['would_process']} due entries (nothing changed)"
-            )
-            for source, info in plan["by_source"].items():
-                self.stdout.write(f"  {source}: {info['due']} due -> {info['handler']}")
-            for source, key, attempts in plan["first"]:
-                self.stdout.write(f"  would handle {source}:{key} (attempt {attempts + 1})")
-            if plan["waiting_for_retry"]:
-                self.stdout.write(
-                    f"  {plan['waiting_for_retry']} more pending, waiting for their retry time"
-                )
+            self._dry_run(options, job)
             return
         stopping = {"flag": False}
 
@@ -255,6 +252,25 @@ class Command(BaseCommand):
                 f"  … and {len(report.errors) - 20} more errors ('backlog list --status failed')"
             )
 
+    def _dry_run(self, options: dict[str, Any], job: JobTrail) -> None:
+        plan = services.dry_run(limit=options["limit"], source=options["source"])
+        job.count(would_process=plan["would_process"])
+        self.stdout.write(
+            f"dry run: would process {plan['would_process']} due entries (nothing changed)"
+        )
+        # One line per entry, saying the one thing that would happen to it.
+        for source, key, attempts in plan["first"]:
+            outcome = plan["by_source"][source]["outcome"]
+            self.stdout.write(f"  {source}:{key} (attempt {attempts + 1}): {outcome}")
+        more = plan["would_process"] - len(plan["first"])
+        if more > 0:
+            counts = ", ".join(f"{name} {info['due']}" for name, info in plan["by_source"].items())
+            self.stdout.write(f"  … and {more} more (due by source: {counts})")
+        if plan["waiting_for_retry"]:
+            self.stdout.write(
+                f"  {plan['waiting_for_retry']} more pending, waiting for their retry time"
+            )
+
     def do_clear(self, options: dict[str, Any]) -> None:
         queryset = BacklogEntry.objects.all()
         if options["source"]:
@@ -278,24 +294,34 @@ class Command(BaseCommand):
         self.stdout.write(f"deleted {deleted:,} backlog entries ({what})")
 
     def do_mark_processed(self, options: dict[str, Any]) -> None:
-        count = services.mark_key_processed(options["key"], options["source"])
-        if not count:
-            held = BacklogEntry.objects.filter(
-                key=options["key"], source=options["source"], status=BacklogStatus.PROCESSING
-            ).exists()
-            if held:
+        key, source = options["key"], options["source"]
+        if source is None:
+            # The helper's `mark_processed USER_ID` names no source: the key's own, when only
+            # one source has it pending or failed.
+            sources = services.sources_with_open_key(key)
+            if len(sources) > 1:
                 raise CommandError(
-                    f"{options['source']}:{options['key']} is being processed by a worker "
-                    "right now; try again shortly"
+                    f"key {key!r} is pending or failed in {len(sources)} sources: "
+                    f"{', '.join(sources)}; say which with --source"
                 )
+            source = sources[0] if sources else None
+        count = services.mark_key_processed(key, source) if source is not None else 0
+        if not count:
+            held = BacklogEntry.objects.filter(key=key, status=BacklogStatus.PROCESSING)
+            if source is not None:
+                held = held.filter(source=source)
+            holder = held.values_list("source", flat=True).first()
+            if holder is not None:
+                raise CommandError(
+                    f"{holder}:{key} is being processed by a worker right now; try again shortly"
+                )
+            where = f"in source {source!r}" if source is not None else "in any source"
             raise CommandError(
-                f"no pending or failed entry for key {options['key']!r} "
-                f"in source {options['source']!r} "
+                f"no pending or failed entry for key {key!r} {where} "
                 "(see 'backlog list --status all')"
             )
         self.stdout.write(
-            f"marked {count} entr{'y' if count == 1 else 'ies'} of "
-            f"{options['source']}:{options['key']} processed"
+            f"marked {count} entr{'y' if count == 1 else 'ies'} of {source}:{key} processed"
         )
 
     def do_retry_failed(self, options: dict[str, Any]) -> None:

@@ -40,11 +40,16 @@ def render_compact(data: dict[str, Any]) -> str:
     if data["freshness"]:
         parts.append(
             "freshness "
-            + " ".join(
-                f"{r['check']}={_age(r).replace(' ', '')}({r['status']})" for r in data["freshness"]
-            )
+            + " ".join(f"{r['check']}={_compact_age(r)}({r['status']})" for r in data["freshness"])
         )
     return " | ".join(parts)
+
+
+def _compact_age(reading: dict[str, Any]) -> str:
+    # An age is one token ("1h5m") to keep the line short; words stay words.
+    if reading["value"] is None:
+        return _age(reading)
+    return _age(reading).replace(" ", "")
 
 
 def render_full(data: dict[str, Any]) -> str:
