@@ -4,7 +4,11 @@
 
 Runs on SQLite, then on PostgreSQL when one answers at BENCH_POSTGRES_URL (default
 postgres://postgres@127.0.0.1:5432/postgres; a scratch database is created and dropped).
-Target: at least 300 pings/s sustained with no error responses.
+Prints pings/s beside the SQL statements one healthy ping costs (the whole request through the
+middleware, BEGIN and COMMIT included) and the server's CPU per ping (user + system time of
+the gunicorn processes over the measured run, divided by the pings answered).
+Targets: at least 300 pings/s with no error responses; at most 4 statements and, on SQLite,
+2.2 ms of server CPU per ping.
 """
 
 from __future__ import annotations
@@ -20,9 +24,27 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 from _server import bench_env, django_output, gunicorn, migrate_and_run
 
 TARGET = 300.0
+STATEMENTS_TARGET = 4
+CPU_MS_TARGET = 2.2  # on SQLite
+
+# One healthy ping (after a first one that turns the check ok) through the whole stack, its
+# statements counted: what each ping of the measured run costs the database.
+COUNT_STATEMENTS = """
+import sys
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+path = f"/ping/{sys.argv[-1]}"
+client = Client(HTTP_HOST="127.0.0.1")
+client.get(path)
+with CaptureQueriesContext(connection) as queries:
+    assert client.get(path).status_code == 200
+print(len(queries.captured_queries))
+"""
 
 SETUP_CHECKS = """
 import sys
@@ -40,6 +62,20 @@ COUNT_RUNS = "from monitoring.models import CheckRun; print(CheckRun.objects.cou
 
 def prepare(env: dict[str, str], checks: int) -> list[str]:
     return migrate_and_run(env, SETUP_CHECKS, str(checks))
+
+
+def server_cpu_seconds(port: int) -> float:
+    """User + system CPU of the gunicorn serving ``port`` (its master and workers)."""
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        if f"127.0.0.1:{port}" in " ".join(proc.info["cmdline"] or []):
+            for member in [proc, *proc.children(recursive=True)]:
+                try:
+                    times = member.cpu_times()
+                    total += times.user + times.system
+                except psutil.Error:
+                    pass
+    return total
 
 
 def drive(port: int, uuids: list[str], seconds: float, concurrency: int) -> dict[str, float]:
@@ -118,18 +154,28 @@ def bench(label: str, database_url: str, args: argparse.Namespace, workdir: Path
             return False
         # A short warm-up so both workers have imported everything and opened connections.
         warmup = drive(port, uuids, 1.0, args.concurrency)
+        cpu_before = server_cpu_seconds(port)
         result = drive(port, uuids, args.seconds, args.concurrency)
+        cpu = server_cpu_seconds(port) - cpu_before
     recorded = int(django_output(env, COUNT_RUNS)[-1])
     # Every answered ping must be a stored run (warm-up pings included).
     lost = result["ok"] + warmup["ok"] - recorded
+    statements = int(django_output(env, COUNT_STATEMENTS, uuids[0])[-1])
+    cpu_ms = cpu * 1000 / max(result["ok"], 1)
     passed = result["rate"] >= TARGET and result["errors"] == 0 and lost == 0
+    passed = passed and statements <= STATEMENTS_TARGET
+    if label == "SQLite":
+        passed = passed and cpu_ms <= CPU_MS_TARGET
     kinds = f" {result['error_kinds']}" if result["errors"] else ""
     print(
         f"{label:<10} {result['rate']:7.1f} pings/s over {result['elapsed']:.1f} s "
         f"({result['ok']} ok, {result['errors']} errors{kinds}; "
         f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; {recorded} runs stored, "
-        f"{lost} lost)   "
-        f"target >= {TARGET:.0f} pings/s, 0 errors: {'PASS' if passed else 'FAIL'}"
+        f"{lost} lost)\n"
+        f"{'':<10} {statements} statements per ping (target <= {STATEMENTS_TARGET}), "
+        f"{cpu_ms:.2f} ms server CPU per ping"
+        + (f" (target <= {CPU_MS_TARGET} ms)" if label == "SQLite" else "")
+        + f"; target >= {TARGET:.0f} pings/s, 0 errors: {'PASS' if passed else 'FAIL'}"
     )
     return passed
 

@@ -13,6 +13,7 @@ class MonitoringConfig(AppConfig):
         from monitoring.alerts.lifecycle import after_record, connect_check_signals
         from monitoring.alerts.metrics import alert_activity, alert_metrics
         from monitoring.alerts.sections import SECTIONS
+        from monitoring.checks import runner
         from monitoring.checks.checkfile import register_section
         from monitoring.kinds import data, heartbeat, host, logfile, network, queue  # noqa: F401 - registers the kinds
         from monitoring.models import register_after_record
@@ -36,6 +37,7 @@ class MonitoringConfig(AppConfig):
         register_collector("alerts", alert_metrics)
         register_activity_source("alerts", alert_activity, events=activity.alert_events)
         dashboard.register_panels()
+        runner.register_panels()
         retention.register_rules()
         install_record_factory()
         tasklog.connect()

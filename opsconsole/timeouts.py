@@ -13,6 +13,8 @@ limit is computed here, in one place, from:
 and they relate as (docs/deployment.md, "Timeouts and leases"):
 
 - batch chunk lease = its items' timeouts + ``lease_margin()`` (W + S);
+- check runner lease = the batch's longest probe timeout + a probe's abandon margin + W + S
+  (``check_lease``; every probe of a batch starts when it is claimed);
 - backlog scheduled run budget B = task timeout T - handler timeout H - W - S, so the last
   handler call and its write end before django-q2 stops the task;
 - backlog claims are refreshed every R = (C - 2W - S) / 2 while held (C: the claim timeout), so a
@@ -49,6 +51,18 @@ def lock_wait(database: Mapping[str, Any] | None = None) -> float:
 def lease_margin(database: Mapping[str, Any] | None = None) -> float:
     """What a batch chunk's lease adds to its items' own timeouts."""
     return lock_wait(database) + SLACK
+
+
+# What a check runner's lease adds past a probe's own timeout before the lock wait and slack:
+# the prober abandons a probe a moment after its timeout (monitoring.checks.prober).
+PROBE_ABANDON_MARGIN = 1.0
+
+
+def check_lease(max_timeout: float, database: Mapping[str, Any] | None = None) -> float:
+    """How long a runner holds the checks it claimed: every probe of the batch starts at once
+    and ends by its timeout (the longest is ``max_timeout``), then one recording transaction
+    may wait W for the lock; S covers the rest. Past this, another runner takes the slot."""
+    return float(max_timeout) + PROBE_ABANDON_MARGIN + lease_margin(database)
 
 
 def backlog_run_budget(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from django.db.models import F
+from django.db.models import Exists, F
 from django.db.models.signals import post_save, pre_delete
 from django.utils import timezone
 
@@ -29,6 +29,7 @@ from monitoring.models import (
     NotificationStatus,
     StepKind,
 )
+from monitoring.models.checks import needs_alert_logic
 from opsconsole.bulk import insert_rows
 
 FLAP_WINDOW = 21
@@ -195,10 +196,34 @@ def _check_saved(sender: type[Check], instance: Check, **kwargs: object) -> None
         resolve_alerts_of_checks([instance.pk], f"{reason}: its alerts are resolved")
 
 
+# The timeline events written when an alert becomes active or stops being active: every path
+# (this engine, a person on the alert page, the API, a signed link, the admin) writes one.
+_OPENING_OR_CLOSING = (AlertEventKind.OPENED, AlertEventKind.RESOLVED)
+
+
+def sync_open_alert_flag(check_id: int) -> None:
+    """Sets ``Check.has_open_alert`` to whether the check has an active alert now (one UPDATE)."""
+    active = Alert.objects.filter(check_obj_id=check_id, status__in=ACTIVE_STATUSES)
+    Check.objects.filter(pk=check_id).update(has_open_alert=Exists(active))
+
+
+def _alert_event_saved(
+    sender: type[AlertEvent], instance: AlertEvent, created: bool, **kwargs: object
+) -> None:
+    """post_save of a timeline event: an alert of a check opened or resolved, whoever did it,
+    so the check's ``has_open_alert`` follows (acknowledging keeps an alert active)."""
+    if not created or instance.kind not in _OPENING_OR_CLOSING:
+        return
+    check_id = instance.alert.check_obj_id  # the event is made with its alert object
+    if check_id is not None:
+        sync_open_alert_flag(check_id)
+
+
 def connect_check_signals() -> None:
     """Called from ``MonitoringConfig.ready``."""
     pre_delete.connect(_check_deleted, sender=Check, dispatch_uid="alerts-check-deleted")
     post_save.connect(_check_saved, sender=Check, dispatch_uid="alerts-check-saved")
+    post_save.connect(_alert_event_saved, sender=AlertEvent, dispatch_uid="alerts-event-open-flag")
 
 
 def is_flapping(check: Check) -> bool:
@@ -211,15 +236,25 @@ def is_flapping(check: Check) -> bool:
 
 
 def after_record(check: Check, run: CheckRun, previous_status: str) -> None:
-    """hook(check, run, previous_status), called by ``Check.record`` inside its transaction."""
+    """hook(check, run, previous_status), called by ``record_runs`` inside its transaction.
+
+    Looks at alerts only when something can change: the status changed, the check is failing
+    (its alert opens, counts or waits on a dependency) or it has an active alert (a flapping
+    alert to settle). A healthy check staying healthy without an alert costs no query, which
+    keeps OK runs and pings cheap.
+    """
     now = run.created_at
     status = check.status
     if status == CheckStatus.PAUSED:
         return
-    if not run.status_changed and status not in FAILING and previous_status not in FAILING:
-        # A healthy check staying healthy: nothing can change, and this keeps OK runs cheap.
-        flap = active_alert(flapping_key(check)) if status == CheckStatus.OK else None
-        if flap is None:
+    if not needs_alert_logic(status, run.status_changed, check.has_open_alert):
+        return
+    if not run.status_changed and status not in FAILING:
+        # Healthy with the flag set: only a flapping alert can be settled by this run. The
+        # flag is a hint kept by the timeline; if no alert is active any more, it is cleared.
+        if not Alert.objects.filter(check_obj_id=check.pk, status__in=ACTIVE_STATUSES).exists():
+            Check.objects.filter(pk=check.pk).update(has_open_alert=False)
+            check.has_open_alert = False
             return
 
     flapping = is_flapping(check)

@@ -1,21 +1,31 @@
-"""Checks and their runs. A check's status only changes through ``Check.record``."""
+"""Checks and their runs. A check's status only changes through ``record_runs`` (a batch of
+runs; ``Check.record`` is a batch of one)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from monitoring.checks.baseline import BaselineVerdict, compare, window_of
 from monitoring.kinds import CheckKind, ConfigError, get_kind
 from monitoring.models.alerts import ACTIVE_STATUSES, Alert
+from opsconsole.bulk import insert_rows
+from opsconsole.counters import count_events, histogram_events
 
 if TYPE_CHECKING:
     from monitoring.kinds import Observation
+
+logger = logging.getLogger(__name__)
 
 
 class CheckStatus(models.TextChoices):
@@ -116,6 +126,15 @@ class Check(models.Model):
     streak_count = models.PositiveIntegerField(default=0)
     # Kind-private memory between runs (e.g. process PIDs and restart times).
     state = models.JSONField(default=dict, blank=True)
+    # Kept by the alert lifecycle as the check's alerts open and resolve, so that recording a
+    # healthy run of a check without an alert needs no alert lookup (runs and pings).
+    has_open_alert = models.BooleanField(default=False, editable=False)
+    # The lease of a runner that claimed this check's due slot (``claim_due``): who holds it,
+    # until when, and which slot it is for. Only the holder records that slot; an expired
+    # lease makes the check due again for the same slot.
+    lease_owner = models.CharField(max_length=100, blank=True, default="", editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    lease_slot_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -307,77 +326,451 @@ class Check(models.Model):
     def record(
         self, observation: Observation, *, duration_ms: float, now: datetime | None = None
     ) -> CheckRun:
-        """Stores one run and moves the check's state; returns the run."""
-        now = now or timezone.now()
-        raw_status, message, verdict = self.evaluate_with_baseline(observation, now)
-        details = dict(observation.details or {})
-        if verdict is not None:
-            details["baseline"] = round(verdict.baseline, 4)
-            if verdict.breached:
-                # Keeps this value out of the baseline (see baseline_history).
-                details["baseline_breach"] = True
-        with transaction.atomic():
-            locked = Check.objects.select_for_update().get(pk=self.pk)
-            previous = locked.status
-            locked_state = {**locked.state, **(observation.state or {})}
-            self.status, self.streak_status, self.streak_count = (
-                previous,
-                locked.streak_status,
-                locked.streak_count,
-            )
-            new_status, streak_status, streak_count = self._debounced(raw_status)
-            changed = new_status != previous
-            run = CheckRun.objects.create(
-                check_obj=self,
-                status=raw_status,
-                value=observation.value,
-                message=message[:2000],
-                details=details,
-                duration_ms=round(duration_ms, 2),
-                created_at=now,
-                status_changed=changed,
-            )
-            fields = {
-                "status": new_status,
-                "last_value": observation.value,
-                "last_message": message[:2000],
-                "last_run_at": now,
-                "streak_status": streak_status,
-                "streak_count": streak_count,
-                "state": locked_state,
-            }
-            if changed:
-                fields["status_changed_at"] = now
-            Check.objects.filter(pk=self.pk).update(**fields)
-            for name, value in fields.items():
-                setattr(self, name, value)
-            for hook in _after_record_hooks:
-                hook(self, run, previous)
-        return run
+        """Stores one run and moves the check's state; returns the run.
+
+        A run that changes nothing an alert depends on takes the fast path
+        (``record_unchanged``); any other is a batch of one of ``record_runs``, the runners'
+        write path.
+        """
+        pending = PendingRun(self, observation, duration_ms, now or timezone.now())
+        if not record_unchanged(pending):
+            record_runs([pending], isolate=False)
+        if pending.run is None:
+            raise ValueError(pending.error or "not recorded")
+        return pending.run
 
     # --- scheduling ----------------------------------------------------------------------------
-    def claim_due_slot(self, now: datetime) -> bool:
-        """Takes this check's due slot; False if another runner took it first.
-
-        The conditional update is the claim: of two runners that both read the same
-        ``next_run_at``, only one update matches.
-        """
-        # Run slightly early rather than a whole minute late when the scheduler fires a
-        # little before the slot: a 1-minute check must run every minute, not every two.
-        slack = min(self.interval_seconds * 0.1, 5.0)
-        next_run = now + timedelta(seconds=self.interval_seconds - slack)
-        claimed = Check.objects.filter(pk=self.pk, next_run_at=self.next_run_at).update(
-            next_run_at=next_run
-        )
-        if claimed:
-            self.next_run_at = next_run
-        return claimed == 1
-
     @classmethod
     def due(cls, now: datetime) -> models.QuerySet[Check]:
+        """Enabled checks whose next slot is at or before ``now`` (a leased check's
+        ``next_run_at`` is its lease's expiry, so it is due again only if the lease runs out)."""
         return cls.objects.filter(enabled=True).filter(
             models.Q(next_run_at__isnull=True) | models.Q(next_run_at__lte=now)
         )
+
+    @classmethod
+    def claim_due(
+        cls,
+        now: datetime,
+        *,
+        limit: int,
+        owner: str,
+        lease_for: Any,
+        until: datetime | None = None,
+        only: list[int] | None = None,
+    ) -> list[Check]:
+        """Leases up to ``limit`` due checks (due at or before ``until``, default ``now``) to
+        ``owner``; returns them with ``lease_slot_at`` set to the slot each is claimed for.
+
+        Two statements in one transaction: the due rows, locked and skipping rows another
+        runner is claiming (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite's IMMEDIATE
+        transaction serialises claimers instead), then one UPDATE that leases them all. The
+        slot is the one a lost lease left behind, else ``next_run_at`` (a new check: now).
+        ``lease_for(checks) -> seconds`` sizes the lease from the claimed checks' timeouts;
+        ``next_run_at`` moves to the lease's end, so the due index finds an abandoned claim.
+        """
+        with transaction.atomic():
+            rows = cls.due(until or now)
+            if only is not None:
+                rows = rows.filter(pk__in=only)
+            checks = list(
+                rows.select_for_update(skip_locked=True).order_by(
+                    models.F("next_run_at").asc(nulls_first=True), "id"
+                )[:limit]
+            )
+            if not checks:
+                return []
+            expires = now + timedelta(seconds=lease_for(checks))
+            # Rows locked above (PostgreSQL) or the whole database (SQLite): all of them match.
+            cls.objects.filter(pk__in=[c.pk for c in checks]).update(
+                lease_owner=owner,
+                lease_expires_at=expires,
+                lease_slot_at=Coalesce("lease_slot_at", "next_run_at", Value(now)),
+                next_run_at=expires,
+            )
+        for check in checks:
+            check.lease_slot_at = check.lease_slot_at or check.next_run_at or now
+            check.lease_owner, check.lease_expires_at, check.next_run_at = owner, expires, expires
+        return checks
+
+    @classmethod
+    def release(cls, checks: list[Check], now: datetime) -> int:
+        """Gives back claimed slots that will not run (a runner stopping): due again at once,
+        for the same slot. Only the lease's holder can give it back."""
+        released = 0
+        for check in checks:
+            released += cls.objects.filter(
+                pk=check.pk, lease_owner=check.lease_owner, lease_slot_at=check.lease_slot_at
+            ).update(next_run_at=now, lease_expires_at=now)
+        return released
+
+    @classmethod
+    def skip_slot(cls, check: Check, now: datetime) -> bool:
+        """Moves a claimed check past its slot without a run (its record failed): it runs
+        again at its next slot, not in a retry storm. Only the lease's holder can."""
+        slot = check.lease_slot_at
+        if slot is None or not check.lease_owner:
+            return False
+        return bool(
+            cls.objects.filter(
+                pk=check.pk, lease_owner=check.lease_owner, lease_slot_at=slot
+            ).update(
+                next_run_at=next_slot(slot, check.interval_seconds, now),
+                lease_owner="",
+                lease_expires_at=None,
+                lease_slot_at=None,
+            )
+        )
+
+
+# A runner more than this far behind a check's slots (all runners were down) skips to the
+# latest one instead of running every missed slot back to back; within it, slots missed while
+# a dead runner's lease ran out are all run, late but none lost.
+CATCH_UP_MIN = timedelta(minutes=2)
+CATCH_UP_INTERVALS = 2
+
+
+def next_slot(
+    slot: datetime, interval_seconds: int, now: datetime, *, after: datetime | None = None
+) -> datetime:
+    """The slot after ``slot``: an interval later whenever the run happened, so the schedule
+    does not drift by the runs' lateness. Far behind, the latest slot not after ``now``.
+    ``after`` (the scheduled pass's horizon): the first slot later than it, so one pass runs
+    a check once."""
+    step = timedelta(seconds=max(int(interval_seconds), 1))
+    following = slot + step
+    if after is not None and following <= after:
+        return slot + ((after - slot) // step + 1) * step
+    if now - following > max(CATCH_UP_MIN, CATCH_UP_INTERVALS * step):
+        following = slot + ((now - slot) // step) * step
+    return following
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+# Observed as each claimed slot's run is recorded (a durable histogram, opsconsole.counters):
+# seconds from the slot (the check's due time) to its run being stored.
+RUN_LAG_HISTOGRAM = "opsconsole_check_run_lag_seconds"
+RUN_LAG_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+# What ``record_runs`` reads under the row lock and writes back in one statement.
+_STATE_FIELDS = (
+    "status",
+    "streak_status",
+    "streak_count",
+    "state",
+    "has_open_alert",
+    "status_changed_at",
+    "next_run_at",
+    "lease_owner",
+    "lease_expires_at",
+    "lease_slot_at",
+    "interval_seconds",
+)
+_WRITTEN_FIELDS = (
+    "status",
+    "last_value",
+    "last_message",
+    "last_run_at",
+    "streak_status",
+    "streak_count",
+    "state",
+    "status_changed_at",
+    "next_run_at",
+    "lease_owner",
+    "lease_expires_at",
+    "lease_slot_at",
+)
+
+
+@dataclass
+class PendingRun:
+    """One observation on its way to becoming a run.
+
+    ``slot_at`` and ``lease_owner``: a claimed slot, recorded only while ``lease_owner`` still
+    holds the lease for it (the database's unique (check, slot_at) refuses a second run of a
+    slot whatever happens). ``forced``: a run nobody scheduled ("run now"), which moves the
+    next slot an interval on. ``after``: the scheduled pass's horizon (see ``next_slot``).
+    ``run``, or ``error`` when it was not recorded, are filled in by ``record_runs``.
+    """
+
+    check: Check
+    observation: Observation
+    duration_ms: float
+    now: datetime
+    slot_at: datetime | None = None
+    lease_owner: str = ""
+    forced: bool = False
+    after: datetime | None = None
+    run: CheckRun | None = None
+    error: str | None = None
+    # Set by record_runs: the evaluated run, before debounce.
+    _evaluated: tuple[str, str, dict[str, Any]] | None = field(default=None, repr=False)
+
+
+def _evaluate(pending: PendingRun) -> tuple[str, str, dict[str, Any]]:
+    check, observation = pending.check, pending.observation
+    raw_status, message, verdict = check.evaluate_with_baseline(observation, pending.now)
+    details = dict(observation.details or {})
+    if verdict is not None:
+        details["baseline"] = round(verdict.baseline, 4)
+        if verdict.breached:
+            # Keeps this value out of the baseline (see baseline_history).
+            details["baseline_breach"] = True
+    return raw_status, message[:2000], details
+
+
+def record_runs(pending: list[PendingRun], *, isolate: bool = True, locked: bool = False) -> None:
+    """Records a batch of runs: the one write path of checks (runners, the scheduled pass,
+    "run now", pings).
+
+    Evaluation (thresholds, baseline, start-up grace) happens first, outside the transaction.
+    Then, in one transaction: the checks' state read under a row lock (one SELECT; skipped
+    with ``locked`` when the caller already holds the lock and passes fresh rows, as a ping
+    does), debounce, one INSERT of every run, one UPDATE of every check, and the after-record
+    hooks, which look at alerts only where something can change (``alerts.lifecycle``).
+
+    A run whose slot's lease was lost is skipped (``error`` says so). With ``isolate``, a
+    batch that cannot be stored (one run the database refuses) is retried a run at a time, so
+    one bad run never loses the others, and what still fails gets its ``error``; without it
+    the error is raised.
+    """
+    pending = [p for p in pending if p.run is None]
+    if not pending:
+        return
+    for p in pending:
+        p._evaluated = _evaluate(p)
+    try:
+        _store(pending, locked=locked)
+    except Exception:
+        if not isolate:
+            raise
+        # Rolled back: retried a run at a time, each from the checks' state read afresh.
+        for p in pending:
+            p.run = p.error = None
+        for p in pending:
+            try:
+                _store([p], locked=False)
+            except Exception as exc:  # noqa: BLE001 - recorded as the run's error
+                p.run = None
+                p.error = f"not recorded: {type(exc).__name__}: {exc}"
+                logger.exception(
+                    "recording the run of %s failed",
+                    p.check.name,
+                    extra={"check": p.check.name},
+                )
+    _observe_lag([p for p in pending if p.run is not None and p.slot_at is not None])
+
+
+def needs_alert_logic(status: str, changed: bool, has_open_alert: bool) -> bool:
+    """Whether recording a run can change anything about alerts: the status changed, the
+    check is failing (its alert opens, counts or waits on a dependency), or it has an active
+    alert (a flapping one to settle). The after-record hook and the fast path both ask this."""
+    return changed or has_open_alert or status in (CheckStatus.WARNING, CheckStatus.CRITICAL)
+
+
+def _transition(p: PendingRun) -> tuple[dict[str, Any], str]:
+    """The check's new state after ``p`` (debounce applied to its current attributes, which
+    the caller has made current), and its status before; sets ``p.run`` (unsaved)."""
+    check = p.check
+    raw_status, message, details = p._evaluated or _evaluate(p)
+    previous = check.status
+    new_status, streak_status, streak_count = check._debounced(raw_status)
+    changed = new_status != previous
+    fields: dict[str, Any] = {
+        "status": new_status,
+        "last_value": p.observation.value,
+        "last_message": message,
+        "last_run_at": p.now,
+        "streak_status": streak_status,
+        "streak_count": streak_count,
+        "state": {**(check.state or {}), **(p.observation.state or {})},
+        "status_changed_at": p.now if changed else check.status_changed_at,
+    }
+    if p.lease_owner and p.slot_at is not None:
+        fields.update(
+            next_run_at=next_slot(p.slot_at, check.interval_seconds, p.now, after=p.after),
+            lease_owner="",
+            lease_expires_at=None,
+            lease_slot_at=None,
+        )
+    elif p.forced and not (check.lease_expires_at is not None and check.lease_expires_at > p.now):
+        # "Run now" still moves the slot, so the next due run is an interval later (a slot a
+        # runner holds is left to it).
+        fields["next_run_at"] = p.now + check.interval
+    p.run = CheckRun(
+        check_obj=check,
+        status=raw_status,
+        value=p.observation.value,
+        message=message,
+        details=details,
+        duration_ms=round(p.duration_ms, 2),
+        created_at=p.now,
+        status_changed=changed,
+        slot_at=p.slot_at if p.lease_owner else None,
+    )
+    return fields, previous
+
+
+def record_unchanged(p: PendingRun) -> bool:
+    """The fast path of a run that changes nothing an alert depends on (a healthy ping or run
+    of a check without an alert): one INSERT and one guarded UPDATE, no transaction, no lock,
+    no alert lookup. False, with nothing written, when it does not apply: the caller then
+    records through ``record_runs``.
+
+    ``p.check`` must be as recently read as possible: the UPDATE only applies if the check's
+    status and streak (which every record moves) are still what it says, so a concurrent
+    record sends this one to the locked path instead of being overwritten. A slot run never
+    comes here (its lease is checked under the lock).
+    """
+    check = p.check
+    if p.slot_at is not None or p.lease_owner or p.forced or check.has_open_alert:
+        return False
+    if p._evaluated is None:
+        p._evaluated = _evaluate(p)
+    expected = {
+        "status": check.status,
+        "streak_status": check.streak_status,
+        "streak_count": check.streak_count,
+    }
+    fields, previous = _transition(p)
+    run = p.run
+    assert run is not None
+    if needs_alert_logic(fields["status"], run.status_changed, False):
+        p.run = None
+        return False
+    # The run first: a run the database refuses leaves the check as it was.
+    run.save(force_insert=True)
+    moved = Check.objects.filter(pk=check.pk, has_open_alert=False, **expected).update(**fields)
+    if not moved:
+        # Another record came first: this run goes the locked way, from the state it left.
+        CheckRun.objects.filter(pk=run.pk).delete()
+        p.run = None
+        return False
+    for name, value in fields.items():
+        setattr(check, name, value)
+    return True
+
+
+def _store(pending: list[PendingRun], *, locked: bool) -> None:
+    runs: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    recorded: list[tuple[PendingRun, str]] = []
+    # ``locked``: the caller's transaction holds the rows; no savepoint of its own (two more
+    # statements on a ping, and the caller's transaction ends with it anyway).
+    with transaction.atomic(savepoint=not locked):
+        if locked:
+            current = {p.check.pk: {f: getattr(p.check, f) for f in _STATE_FIELDS} for p in pending}
+        else:
+            ids = sorted({p.check.pk for p in pending})
+            current = {
+                row["id"]: row
+                for row in Check.objects.select_for_update()
+                .filter(pk__in=ids)
+                .order_by("pk")
+                .values("id", *_STATE_FIELDS)
+            }
+        for p in pending:
+            row = current.get(p.check.pk)
+            if row is None:
+                p.error = "not recorded: the check was deleted"
+                continue
+            if p.lease_owner and (
+                row["lease_owner"] != p.lease_owner or row["lease_slot_at"] != p.slot_at
+            ):
+                p.error = "not recorded: the lease on this slot was lost to another runner"
+                continue
+            check = p.check
+            for name, value in row.items():
+                if name != "id":
+                    setattr(check, name, value)
+            fields, previous = _transition(p)
+            # Every row of the statement writes the same columns: unchanged ones as they are.
+            fields = {name: fields.get(name, getattr(check, name)) for name in _WRITTEN_FIELDS}
+            for name, value in fields.items():
+                setattr(check, name, value)
+            run = p.run
+            assert run is not None
+            runs.append(
+                {
+                    "check_obj_id": check.pk,
+                    "status": run.status,
+                    "value": run.value,
+                    "message": run.message,
+                    "details": run.details,
+                    "duration_ms": run.duration_ms,
+                    "created_at": run.created_at,
+                    "status_changed": run.status_changed,
+                    "slot_at": run.slot_at,
+                }
+            )
+            updates.append({"id": check.pk, **fields})
+            recorded.append((p, previous))
+        insert_rows(CheckRun, runs)
+        if len(updates) == 1:
+            values = dict(updates[0])
+            Check.objects.filter(pk=values.pop("id")).update(**values)
+        elif updates:
+            _update_checks(updates)
+        for p, previous in recorded:
+            for hook in _after_record_hooks:
+                hook(p.check, p.run, previous)
+
+
+def _observe_lag(pending: list[PendingRun]) -> None:
+    """The lag histogram, in its own statement after the runs committed: the counter rows are
+    shared by every runner, and holding their locks for a whole batch would serialise them."""
+    if not pending:
+        return
+    lags = [(p.now - p.slot_at).total_seconds() for p in pending if p.slot_at is not None]
+    try:
+        count_events(histogram_events(RUN_LAG_HISTOGRAM, lags, RUN_LAG_BUCKETS))
+    except Exception:  # noqa: BLE001 - a metric must never fail a recorded batch
+        logger.warning("could not count the runs' lag", exc_info=True)
+
+
+def _update_checks(rows: list[dict[str, Any]]) -> None:
+    """One UPDATE of many checks, each to its own values: the rows travel as one JSON
+    parameter, as in ``opsconsole.bulk.insert_rows`` (Django's ``bulk_update`` would split
+    into several statements on SQLite and write a CASE per column and row)."""
+    fields = [Check._meta.get_field(name) for name in _WRITTEN_FIELDS]
+    table = connection.ops.quote_name(Check._meta.db_table)
+    pk = connection.ops.quote_name(Check._meta.pk.column)
+    if connection.vendor == "postgresql":
+        records = [{f.column: row[f.attname] for f in fields} | {"id": row["id"]} for row in rows]
+        typed = ", ".join(
+            [f"{pk} bigint"]
+            + [f"{connection.ops.quote_name(f.column)} {f.db_type(connection)}" for f in fields]
+        )
+        sets = ", ".join(
+            f"{connection.ops.quote_name(f.column)} = x.{connection.ops.quote_name(f.column)}"
+            for f in fields
+        )
+        sql = (
+            f"UPDATE {table} SET {sets} FROM jsonb_to_recordset(%s::jsonb) AS x({typed}) "
+            f"WHERE {table}.{pk} = x.{pk}"
+        )
+    else:
+        records = [
+            [row["id"]] + [f.get_db_prep_value(row[f.attname], connection) for f in fields]
+            for row in rows
+        ]
+        picks = ", ".join(f"json_extract(value, '$[{i}]') AS c{i}" for i in range(len(fields) + 1))
+        sets = ", ".join(
+            f"{connection.ops.quote_name(f.column)} = x.c{i + 1}" for i, f in enumerate(fields)
+        )
+        sql = (
+            f"UPDATE {table} SET {sets} FROM (SELECT {picks} FROM json_each(%s)) AS x "
+            f"WHERE {table}.{pk} = x.c0"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(records, default=_json_default)])
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 # Functions called inside the recording transaction, as hook(check, run, previous_status).
@@ -406,9 +799,17 @@ class CheckRun(models.Model):
     duration_ms = models.FloatField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     status_changed = models.BooleanField(default=False)
+    # The due time this run is for, when a runner claimed it (empty for pings and "run now").
+    slot_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # Exactly once per slot, enforced by the database whatever the runners do: a
+            # second run of a slot fails its insert (NULL slots, pings and "run now", never
+            # collide). Also serves "runs of one check by slot".
+            models.UniqueConstraint(fields=["check_obj", "slot_at"], name="checkrun_one_per_slot"),
+        ]
         indexes = [
             # check page and baselines: "latest runs of one check"
             models.Index(fields=["check_obj", "-created_at"], name="checkrun_check_latest_idx"),

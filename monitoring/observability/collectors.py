@@ -10,15 +10,17 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from monitoring.models import Check, CheckStatus
+from monitoring.models.checks import RUN_LAG_BUCKETS, RUN_LAG_HISTOGRAM
 from monitoring.observability.readings import (
     overall_state,
     read_queue,
     read_redis,
     read_scheduler,
 )
+from opsconsole.counters import read_histogram
 
 # opsconsole_check_status values; paused checks report as unknown (they are not measured).
 STATUS_VALUES = {
@@ -68,6 +70,14 @@ def check_metrics(now: datetime) -> Iterable[Any]:
         "opsconsole_monitoring_stalled",
         "1 when no check has run for three check intervals",
         value=1 if scheduler.stalled else 0,
+    )
+    buckets, total_lag, _ = read_histogram(RUN_LAG_HISTOGRAM, RUN_LAG_BUCKETS)
+    yield HistogramMetricFamily(
+        RUN_LAG_HISTOGRAM,
+        "Seconds from a check's due time (its slot) to its run being stored, observed as "
+        "runners record each scheduled run",
+        buckets=[(f"{float(le):g}" if le != "+Inf" else le, n) for le, n in buckets],
+        sum_value=total_lag,
     )
     yield GaugeMetricFamily(
         "opsconsole_overall_status",

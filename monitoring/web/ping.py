@@ -1,7 +1,9 @@
 """Ping endpoints for heartbeat checks: ``/ping/<uuid>`` and its start, fail and exit-code forms.
 
-No login: the UUID is the secret. Kept lean (one lookup, one recorded run) because cron jobs
-across a fleet all ping at the top of the hour.
+No login: the UUID is the secret. Kept lean because cron jobs across a fleet all ping at the
+top of the hour: a healthy ping to a check without an open alert is one lookup, one INSERT
+and one guarded UPDATE, with no transaction and no alert lookup (``Check.has_open_alert``,
+``record_unchanged``); any other ping is recorded under the check's row lock.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import time
 import uuid
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from monitoring.kinds.heartbeat import MAX_BODY_BYTES, PingEvent
 from monitoring.models import Check
+from monitoring.models.checks import PendingRun, record_runs, record_unchanged
 
 _ALLOWED = ("GET", "POST", "HEAD")
 
@@ -64,11 +68,6 @@ def _ping(
         return response
     if exit_code is not None and not 0 <= exit_code <= 255:
         return _text(400, "exit code must be from 0 to 255\n")
-    # order_by(): the unique index answers the lookup; the default ordering would add a sort.
-    check = Check.objects.filter(ping_uuid=ping_uuid).order_by().first()
-    if check is None or not check.kind_impl.pushed:
-        return _text(404, "not found: no heartbeat check has this ping URL\n")
-
     body = read_body(request) if request.method == "POST" else b""
     truncated = len(body) > MAX_BODY_BYTES or _declared_length(request) > MAX_BODY_BYTES
     details = {
@@ -80,11 +79,30 @@ def _ping(
         details["body"] = storable_text(body[:MAX_BODY_BYTES])
     if truncated:
         details["body_truncated"] = True
-    now = timezone.now()
-    observation = check.kind_impl.ping_observation(
-        check, event, now=now, exit_code=exit_code, details=details
-    )
-    check.record(observation, duration_ms=(time.monotonic() - started) * 1000, now=now)
+
+    def pending(check: Check) -> PendingRun:
+        now = timezone.now()
+        observation = check.kind_impl.ping_observation(
+            check, event, now=now, exit_code=exit_code, details=dict(details)
+        )
+        return PendingRun(check, observation, (time.monotonic() - started) * 1000, now)
+
+    # order_by(): the unique index answers the lookup; the default ordering adds a sort.
+    check = Check.objects.filter(ping_uuid=ping_uuid).order_by().first()
+    if check is None or not check.kind_impl.pushed:
+        return _text(404, "not found: no heartbeat check has this ping URL\n")
+    if not record_unchanged(pending(check)):
+        # A ping that changes the status, of a check with an alert, or that raced another
+        # record: under the row lock, from the state as it is now (the observation reads it:
+        # a pending start).
+        with transaction.atomic():
+            check = Check.objects.select_for_update().filter(pk=check.pk).first()
+            if check is None:
+                return _text(404, "not found: no heartbeat check has this ping URL\n")
+            record_runs([pending(check)], isolate=False, locked=True)
+    if request.method == "HEAD":
+        # A HEAD answer has headers only (the WSGI server sends whatever body it is given).
+        return _text(200, "")
     return _text(200, "OK\n")
 
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from monitoring.checks.runner import run_checks, run_due_checks
+from monitoring.checks.runner import Runner, run_checks, run_due_checks
 from monitoring.models import SEVERITY_RANK, Check, CheckStatus
 from opsconsole.logging import job_run
 
@@ -21,7 +23,10 @@ class Command(BaseCommand):
     help = (
         "Run the checks that are due (default), all checks (--all) or named ones (--check NAME). "
         "Probes run concurrently (CHECKS_MAX_CONCURRENCY), each cut off at its own timeout. "
-        "Safe to run from cron beside the scheduler: each due check is claimed once."
+        "Safe to run from cron beside the scheduler: each due check is claimed once. "
+        "With --loop it keeps running as a check runner: any number of runners, on any "
+        "machines, share the due checks; SIGTERM or Ctrl-C stops it after the batch it holds "
+        "(a second one gives the batch back at once)."
     )
 
     def add_arguments(self, parser):
@@ -41,6 +46,19 @@ class Command(BaseCommand):
             help="start this check's baseline afresh (its current level becomes normal; "
             "logged on its open alert, else on its runs) and run nothing; repeatable",
         )
+        parser.add_argument(
+            "--loop",
+            action="store_true",
+            help="keep running: claim due checks every second and run them as they fall due "
+            "(intervals down to 10 s); stop with SIGTERM or Ctrl-C",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=0,
+            metavar="N",
+            help="with --loop: probes in flight at most (default CHECKS_MAX_CONCURRENCY)",
+        )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
         parser.add_argument(
             "--fail-on",
@@ -51,6 +69,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["reset_baseline"]:
             self._reset_baselines(options["reset_baseline"])
+            return
+        if options["loop"]:
+            if options["concurrency"] < 0:
+                raise CommandError("--concurrency must be at least 1")
+            self._loop(options["concurrency"])
             return
         names = options["check"]
         with job_run("runchecks") as job:
@@ -98,6 +121,26 @@ class Command(BaseCommand):
             limit = SEVERITY_RANK[CheckStatus(threshold)]
             if any(SEVERITY_RANK[CheckStatus(r["check_status"])] >= limit for r in rows):
                 sys.exit(1)
+
+    def _loop(self, concurrency: int) -> None:
+        runner = Runner(concurrency=concurrency)
+        stop, give_up = threading.Event(), threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            # The first signal finishes the batch in hand; a second gives it back unrun.
+            (give_up if stop.is_set() else stop).set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.stdout.write(
+            f"runner {runner.name} started: up to {runner.concurrency} probes at once; "
+            "SIGTERM or Ctrl-C stops it"
+        )
+        self.stdout.flush()
+        with job_run("runchecks", mode="loop") as job:
+            runner.run_forever(stop, give_up)
+            job.count(runs=runner.recorded)
+        self.stdout.write(f"runner {runner.name} stopped after {runner.recorded} runs")
 
     def _reset_baselines(self, names: list[str]) -> None:
         checks = {c.name: c for c in Check.objects.filter(name__in=names)}
