@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.utils import timezone
 
 from monitoring.history.rollups import floor_time, refresh_rollups
 from monitoring.history.strip import render_strip, status_strips
@@ -252,3 +253,18 @@ def test_status_strip_shows_the_last_24_hours_by_worst_status():
     assert "style=" not in svg and "<script" not in svg
     assert 'role="img"' in svg and "22 hours ok" in svg and "1 hour critical" in svg
     assert 'class="strip-cell strip-critical"' in svg
+
+
+def test_rollups_command_recomputes_the_recent_buckets_and_refuses_a_bad_duration():
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    check = make_check()
+    CheckRun.objects.create(check_obj=check, status="warning", created_at=timezone.now())
+    out = StringIO()
+    call_command("rollups", "--since", "1h", stdout=out)
+    assert "5-minute" in out.getvalue()
+    assert CheckRollup.objects.filter(check_obj=check, period=300, worst_status="warning").exists()
+    with pytest.raises(CommandError, match="--since"):
+        call_command("rollups", "--since", "soon")

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
 from django.utils import timezone
@@ -197,6 +198,9 @@ def refresh_rollups(now: datetime | None = None, since: datetime | None = None) 
     started = time.monotonic()
     now = now or timezone.now()
     since = min(since or now - FIVE_MINUTES, now)
+    # Past the raw-run retention, housekeeping has deleted most runs: recomputing those
+    # buckets would overwrite a full summary with the few runs kept (status changes).
+    since = max(since, now - timedelta(days=settings.CHECKRUN_RETENTION_DAYS))
     result = RefreshResult()
     fives = _starts(floor_time(since, FIVE_MINUTES), floor_time(now, FIVE_MINUTES), FIVE_MINUTES)
     for chunk in _chunks(fives):

@@ -4,7 +4,8 @@
 - ``alerts``: alerts and their timeline events;
 - ``notifications``: channels, the escalation policy and the notifications owed;
 - ``maintenance``: maintenance windows;
-- ``reports``: saved health reports.
+- ``reports``: saved health reports;
+- ``history``: runs summarised per check and time bucket (rollups).
 """
 
 from monitoring.models.alerts import (
@@ -29,6 +30,7 @@ from monitoring.models.checks import (
     register_after_record,
     worst,
 )
+from monitoring.models.history import CheckRollup, RollupPeriod
 from monitoring.models.maintenance import MaintenanceWindow, WindowSource
 from monitoring.models.notifications import (
     ChannelKind,
@@ -55,6 +57,7 @@ __all__ = [
     "AlertStatus",
     "ChannelKind",
     "Check",
+    "CheckRollup",
     "CheckRun",
     "CheckStatus",
     "Direction",
@@ -67,6 +70,7 @@ __all__ = [
     "NotificationStatus",
     "Report",
     "ReportLayout",
+    "RollupPeriod",
     "StepKind",
     "can_author_sql",
     "register_after_record",

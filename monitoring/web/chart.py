@@ -538,6 +538,7 @@ def _panel_of(
     )
     out += _series(frame, buckets, rng.step, low_of, mean_of, high_of, y, css, colour)
     threshold_words = []
+    edge_labels = {True: 0, False: 0}  # off-chart labels so far at the top / bottom edge
     for name, limit, tcolour in thresholds:
         text = f"{name} {format_value(limit, unit, decimals)}"
         if low <= limit <= high:
@@ -551,7 +552,10 @@ def _panel_of(
             threshold_words.append(f"{text} drawn")
         else:
             above = limit > high
-            ly = frame.top + 11 if above else frame.top + frame.height - 4
+            # Stacked, so that warn and crit both off the same edge stay readable.
+            shift = 12 * edge_labels[above]
+            edge_labels[above] += 1
+            ly = frame.top + 11 + shift if above else frame.top + frame.height - 4 - shift
             arrow = "↑" if above else "↓"
             out.append(
                 f'<text x="{C_WIDTH - RIGHT - 4}" y="{ly:.1f}" text-anchor="end" fill="{tcolour}"'
