@@ -72,7 +72,7 @@ def _rank_of(field: str) -> Case:
     )
 
 
-def _slot(field: str, starts: list[datetime], step: timedelta) -> Case:
+def slot_of(field: str, starts: list[datetime], step: timedelta) -> Case:
     """Which of ``starts`` a row falls in, as a CASE portable to PostgreSQL and SQLite (the
     query's WHERE keeps rows inside ``[starts[0], starts[-1] + step)``)."""
     return Case(
@@ -98,7 +98,7 @@ def _five_minute_pass(starts: list[datetime]) -> int:
     grouped = (
         CheckRun.objects.filter(created_at__gte=starts[0], created_at__lt=starts[-1] + step)
         .order_by()
-        .annotate(slot=_slot("created_at", starts, step))
+        .annotate(slot=slot_of("created_at", starts, step))
         .values("check_obj_id", "slot")
         .annotate(
             runs=Count("id"),
@@ -142,7 +142,7 @@ def _hourly_pass(starts: list[datetime]) -> int:
             period=RollupPeriod.FIVE_MINUTES, bucket__gte=starts[0], bucket__lt=starts[-1] + step
         )
         .order_by()
-        .annotate(slot=_slot("bucket", starts, step))
+        .annotate(slot=slot_of("bucket", starts, step))
         .values("check_obj_id", "slot")
         .annotate(
             runs=Sum("run_count"),

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from monitoring.history.rollups import HOUR, floor_time
+from monitoring.history.rollups import HOUR, floor_time, slot_of
 from monitoring.models import Check, CheckStatus
 from monitoring.models.history import CheckRollup, RollupPeriod
 
@@ -62,19 +62,24 @@ def status_strips(
     ids = _ids(checks)
     first = floor_time(now, CELL) - CELL * (CELLS - 1)
     starts = [first + CELL * i for i in range(CELLS)]
-    found: dict[tuple[int, datetime], tuple[str, int, int]] = {}
-    if ids:
-        for check_id, bucket, worst, runs, failed in CheckRollup.objects.filter(
+    # One empty cell per hour, shared by every check that had no runs in it.
+    empty = [StripCell(start, start + CELL, "") for start in starts]
+    strips = {check_id: list(empty) for check_id in ids}
+    if not ids:
+        return strips
+    # The hour comes back as its cell's index (a CASE in SQL): no timestamp to convert per row.
+    rows = (
+        CheckRollup.objects.filter(
             check_obj_id__in=ids, period=RollupPeriod.HOUR, bucket__gte=first, bucket__lte=now
-        ).values_list("check_obj_id", "bucket", "worst_status", "run_count", "failed_count"):
-            found[(check_id, bucket)] = (worst, runs, failed)
-    strips = {}
-    for check_id in ids:
-        cells = []
-        for start in starts:
-            worst, runs, failed = found.get((check_id, start), ("", 0, 0))
-            cells.append(StripCell(start, start + CELL, worst if runs else "", runs, failed))
-        strips[check_id] = cells
+        )
+        .order_by()
+        .annotate(cell=slot_of("bucket", starts, CELL))
+        .values_list("check_obj_id", "cell", "worst_status", "run_count", "failed_count")
+    )
+    for check_id, cell, worst, runs, failed in rows:
+        if runs:
+            start = starts[cell]
+            strips[check_id][cell] = StripCell(start, start + CELL, worst, runs, failed)
     return strips
 
 

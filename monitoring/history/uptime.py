@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from monitoring.history.rows import as_datetime, raw_rows
 from monitoring.models import Check, CheckRun, CheckStatus
 
 WINDOWS = {"d1": timedelta(days=1), "d7": timedelta(days=7), "d30": timedelta(days=30)}
@@ -70,14 +71,14 @@ def uptimes(check_ids: Iterable[int], now: datetime | None = None) -> dict[int, 
         return {}
     start = now - WINDOWS["d30"]
     changes: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
-    for check_id, at, status in (
+    for check_id, at, status in raw_rows(
         CheckRun.objects.filter(
             check_obj_id__in=ids, status_changed=True, created_at__gt=start, created_at__lte=now
         )
         .order_by("check_obj_id", "created_at", "id")
         .values_list("check_obj_id", "created_at", "status")
     ):
-        changes[check_id].append((at, status))
+        changes[check_id].append((as_datetime(at), status))
     newest_before = (
         CheckRun.objects.filter(
             check_obj_id=OuterRef("pk"), status_changed=True, created_at__lte=start

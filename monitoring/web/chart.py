@@ -21,6 +21,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from monitoring.history.rollups import floor_time
+from monitoring.history.rows import as_datetime, raw_rows
 from monitoring.kinds import ConfigError
 from monitoring.models import Check, CheckRun, CheckStatus, worst
 from monitoring.models.history import CheckRollup, RollupPeriod
@@ -302,7 +303,8 @@ def _raw_buckets(
         check_obj_id=check.pk, created_at__gte=first, created_at__lte=until
     ).values_list("created_at", "status", "value", "duration_ms", "status_changed")
     step_s = step.total_seconds()
-    for at, status, value, duration, changed in rows.order_by():
+    for raw_at, status, value, duration, changed in raw_rows(rows.order_by()):
+        at = as_datetime(raw_at)
         index = min(int((at - first).total_seconds() // step_s), count - 1)
         bucket = buckets[index]
         failed = status not in (CheckStatus.OK, CheckStatus.PAUSED)
