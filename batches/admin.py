@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from batches.models import BatchItem, BatchOperation, BatchStatus
 from batches.operations import operation_names
-from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.admin_utils import LargeTableAdminMixin, relative_time, status_badge
 from opsconsole.page_access import BATCH_CHANGE
 from opsconsole.redaction import mask_config
 
@@ -53,7 +53,15 @@ class OperationFilter(admin.SimpleListFilter):
 
 @admin.register(BatchOperation)
 class BatchOperationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "operation", "creator", "status", "progress", "created_at", "finished_at")
+    list_display = (
+        "short_id",
+        "operation",
+        "creator",
+        "batch_status",
+        "progress",
+        "created",
+        "finished",
+    )
     list_filter = ("status", OperationFilter, RecentCreatorFilter)
     search_fields = ("creator",)
     search_help_text = "A batch id, or the start of a creator."
@@ -99,6 +107,23 @@ class BatchOperationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         except ValueError:
             # Prefix match keeps the (creator, created_at) index usable.
             return queryset.filter(creator__startswith=term), False
+
+    @admin.display(description="batch")
+    def short_id(self, batch: BatchOperation) -> str:
+        # The first 8 characters name a batch for a person; the full id is on its page.
+        return format_html('<span title="{}">{}</span>', batch.pk, str(batch.pk)[:8])
+
+    @admin.display(description="status")
+    def batch_status(self, batch: BatchOperation) -> str:
+        return status_badge(batch.status, batch.get_status_display())
+
+    @admin.display(description="created")
+    def created(self, batch: BatchOperation) -> str:
+        return relative_time(batch.created_at)
+
+    @admin.display(description="finished")
+    def finished(self, batch: BatchOperation) -> str:
+        return relative_time(batch.finished_at)
 
     @admin.display(description="payload (secrets masked)")
     def masked_payload(self, batch: BatchOperation) -> str:
@@ -173,11 +198,10 @@ class BatchItemAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     list_display = (
         "key",
         "batch_link",
-        "status",
+        "item_status",
         "attempts",
         "short_error",
-        "updated_at",
-        "finished_at",
+        "updated",
     )
     list_filter = ("status",)
     list_select_related = ("batch",)
@@ -212,4 +236,12 @@ class BatchItemAdmin(LargeTableAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="error")
     def short_error(self, item: BatchItem) -> str:
-        return item.error[:120]
+        return item.error[:80]
+
+    @admin.display(description="status")
+    def item_status(self, item: BatchItem) -> str:
+        return status_badge(item.status)
+
+    @admin.display(description="updated")
+    def updated(self, item: BatchItem) -> str:
+        return relative_time(item.updated_at)

@@ -15,12 +15,34 @@ is seconds per click. ``LargeTableAdminMixin`` keeps every changelist query boun
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
+from django.utils import formats, timezone
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from opsconsole.templatetags.ops_pages import format_seconds
+
+
+def status_badge(status: str, label: str | None = None) -> SafeString:
+    """A status as a coloured pill in a changelist (opsconsole/admin.css draws it; the CSP
+    allows no style="" attributes)."""
+    return format_html('<span class="badge {}">{}</span>', status, label or status)
+
+
+def relative_time(moment: datetime | None, now: datetime | None = None) -> SafeString | str:
+    """``4m 10s ago`` (or ``in 5m 0s``), the date-time in full on hover."""
+    if moment is None:
+        return "—"
+    seconds = ((now or timezone.now()) - moment).total_seconds()
+    text = f"{format_seconds(seconds)} ago" if seconds >= 0 else f"in {format_seconds(-seconds)}"
+    full = formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+    return format_html('<time datetime="{}" title="{}">{}</time>', moment.isoformat(), full, text)
 
 
 class EstimatedCountPaginator(Paginator):
@@ -64,6 +86,14 @@ class EstimatedCountPaginator(Paginator):
 
 
 class LargeTableChangeList(ChangeList):
+    def get_results(self, request: Any) -> None:
+        super().get_results(request)
+        # Without the full count Django prints "N results (Show all)" on every page, even
+        # with no filter set, where "Show all" leads back to the same page. Unfiltered, the
+        # list is the whole table: its count is the full count, and the line disappears.
+        if self.full_result_count is None and not self.has_active_filters and not self.query:
+            self.full_result_count = self.result_count
+
     def get_ordering(self, request: Any, queryset: Any) -> list[Any]:
         if self.sortable_by is not None and not self.sortable_by and ORDER_VAR in self.params:
             # Sorting by an unindexed column would sort the whole table for every page.

@@ -1,4 +1,5 @@
-"""The monitoring app's admin: checks and runs; alerts, channels, escalation, maintenance."""
+"""The monitoring app's admin: checks and runs; alerts, channels, escalation, maintenance;
+saved reports."""
 
 from monitoring.admin import alerts, checks
 

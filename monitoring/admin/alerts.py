@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
 from monitoring.alerts.delivery import send_test
 from monitoring.models import (
@@ -14,8 +16,9 @@ from monitoring.models import (
     MaintenanceWindow,
     Notification,
     NotificationChannel,
+    Report,
 )
-from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.admin_utils import LargeTableAdminMixin, relative_time, status_badge
 from opsconsole.redaction import MASK
 
 
@@ -31,16 +34,15 @@ class AlertEventInline(admin.TabularInline):
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
+    # Columns that fit a laptop screen beside the filters; the timeline is on the alert.
     list_display = (
         "id",
         "title",
-        "severity",
-        "status",
+        "severity_badge",
+        "status_badge",
         "component",
-        "occurrences",
-        "opened_at",
+        "opened",
         "acknowledged_by",
-        "resolved_at",
     )
     list_filter = ("status", "severity", "flapping")
     search_fields = ("title", "dedup_key")
@@ -68,6 +70,21 @@ class AlertAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    @admin.display(description="Severity", ordering="severity")
+    def severity_badge(self, alert: Alert) -> str:
+        # A resolved alert is not shown in its severity's red any more.
+        if alert.status == "resolved":
+            return status_badge("resolved", f"resolved ({alert.severity})")
+        return status_badge(alert.severity)
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, alert: Alert) -> str:
+        return status_badge(alert.status)
+
+    @admin.display(description="Opened", ordering="opened_at")
+    def opened(self, alert: Alert) -> str:
+        return relative_time(alert.opened_at)
+
     @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge_selected(self, request, queryset):
         done = sum(
@@ -86,7 +103,7 @@ class AlertAdmin(admin.ModelAdmin):
 
 @admin.register(AlertEvent)
 class AlertEventAdmin(LargeTableAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "alert", "kind", "actor", "channel", "outcome", "message")
+    list_display = ("created", "alert", "kind", "actor", "outcome", "message_short")
     list_filter = ("kind", "outcome")
     list_select_related = ("alert",)
     raw_id_fields = ("alert",)
@@ -102,19 +119,26 @@ class AlertEventAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    @admin.display(description="When", ordering="created_at")
+    def created(self, event: AlertEvent) -> str:
+        return relative_time(event.created_at)
+
+    @admin.display(description="Message")
+    def message_short(self, event: AlertEvent) -> str:
+        return event.message[:100]
+
 
 @admin.register(Notification)
 class NotificationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     list_display = (
-        "created_at",
+        "created",
         "alert",
         "channel",
-        "step_key",
         "purpose",
-        "status",
+        "notification_status",
         "attempts",
-        "next_attempt_at",
-        "last_error",
+        "next_attempt",
+        "short_error",
     )
     list_filter = ("status", "purpose", "step_kind", "step_severity")
     list_select_related = ("alert", "channel")
@@ -126,6 +150,24 @@ class NotificationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, notification: Notification) -> str:
+        return relative_time(notification.created_at)
+
+    @admin.display(description="Status", ordering="status")
+    def notification_status(self, notification: Notification) -> str:
+        return status_badge(notification.status)
+
+    @admin.display(description="Next attempt", ordering="next_attempt_at")
+    def next_attempt(self, notification: Notification) -> str:
+        if notification.status not in ("pending", "sending"):
+            return "—"
+        return relative_time(notification.next_attempt_at)
+
+    @admin.display(description="Last error")
+    def short_error(self, notification: Notification) -> str:
+        return notification.last_error[:80]
 
 
 class NotificationChannelForm(forms.ModelForm):
@@ -185,7 +227,36 @@ class EscalationPolicyAdmin(admin.ModelAdmin):
 
 @admin.register(MaintenanceWindow)
 class MaintenanceWindowAdmin(admin.ModelAdmin):
-    list_display = ("name", "check_obj", "component", "starts_at", "ends_at", "reason")
+    list_display = ("name", "check_obj", "component", "source", "starts_at", "ends_at")
     raw_id_fields = ("check_obj",)
     list_select_related = ("check_obj",)
     ordering = ("-starts_at",)
+
+
+@admin.register(Report)
+class ReportAdmin(admin.ModelAdmin):
+    """Saved health reports, read-only: ``opsreport`` writes them; the page shows them whole."""
+
+    list_display = ("title", "report_status", "created", "page_link")
+    list_filter = ("overall_status",)
+    ordering = ("-created_at",)
+    fields = ("title", "overall_status", "created_at", "text")
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Status", ordering="overall_status")
+    def report_status(self, report: Report) -> str:
+        return status_badge(report.overall_status)
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, report: Report) -> str:
+        return relative_time(report.created_at)
+
+    @admin.display(description="Page")
+    def page_link(self, report: Report) -> str:
+        return format_html('<a href="{}">open</a>', reverse("report-detail", args=[report.pk]))

@@ -13,7 +13,7 @@ from monitoring.checks.baseline import rule_problems
 from monitoring.checks.runner import run_checks
 from monitoring.kinds import CheckKind, ConfigError, get_kind, kind_names, mask_secrets
 from monitoring.models import Check, CheckRun, CheckStatus, can_author_sql
-from opsconsole.admin_utils import LargeTableAdminMixin
+from opsconsole.admin_utils import LargeTableAdminMixin, relative_time, status_badge
 from opsconsole.redaction import MASK, holds_mask, mask_config, restore_masked
 
 
@@ -96,14 +96,14 @@ class CheckForm(forms.ModelForm):
 class CheckAdmin(admin.ModelAdmin):
     form = CheckForm
 
+    # Columns that fit a laptop screen beside the filters; the message is on the check page.
     list_display = (
         "name",
+        "status_badge",
         "component",
         "kind",
-        "status_badge",
         "last_value",
-        "last_message_short",
-        "last_run_at",
+        "last_run",
         "enabled",
     )
     list_filter = ("status", "kind", "component", "enabled")
@@ -176,8 +176,11 @@ class CheckAdmin(admin.ModelAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Check) -> str:
-        # Coloured by opsconsole/admin.css: the CSP allows no style="" attributes.
-        return format_html('<b class="check-status {}">{}</b>', obj.status, obj.status)
+        return status_badge(obj.status)
+
+    @admin.display(description="Last run", ordering="last_run_at")
+    def last_run(self, obj: Check) -> str:
+        return relative_time(obj.last_run_at)
 
     @admin.display(description="Message")
     def last_message_short(self, obj: Check) -> str:
@@ -237,7 +240,7 @@ class CheckAdmin(admin.ModelAdmin):
 
 @admin.register(CheckRun)
 class CheckRunAdmin(LargeTableAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "check_obj", "status", "value", "message_short", "duration_ms")
+    list_display = ("created", "check_obj", "run_status", "value", "duration_ms", "message_short")
     list_filter = ("status",)
     list_select_related = ("check_obj",)
     raw_id_fields = ("check_obj",)
@@ -249,9 +252,17 @@ class CheckRunAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]
 
+    @admin.display(description="When", ordering="created_at")
+    def created(self, obj: CheckRun) -> str:
+        return relative_time(obj.created_at)
+
+    @admin.display(description="Status", ordering="status")
+    def run_status(self, obj: CheckRun) -> str:
+        return status_badge(obj.status)
+
     @admin.display(description="Message")
     def message_short(self, obj: CheckRun) -> str:
-        return obj.message[:120]
+        return obj.message[:80]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -22,6 +22,7 @@ from monitoring.models import (
     AlertStateError,
     AlertStatus,
 )
+from monitoring.web.mutes import muted_until
 from opsconsole.api import BadRequest, actor_of, api_view, int_param
 from opsconsole.env import format_duration, parse_duration
 from opsconsole.models import ApiScope
@@ -48,8 +49,13 @@ def alert_list(request: HttpRequest) -> HttpResponse:
         alerts = alerts.filter(status=status)
     if severity in AlertSeverity.values:
         alerts = alerts.filter(severity=severity)
-    alerts = alerts.annotate(order=_status_order()).order_by("order", "-opened_at", "-id")[:200]
+    alerts = list(
+        alerts.annotate(order=_status_order()).order_by("order", "-opened_at", "-id")[:200]
+    )
     now = timezone.now()
+    muted = muted_until({a.check_obj for a in alerts if a.check_obj and a.is_active}, now)
+    for alert in alerts:
+        alert.check_muted_until = muted.get(alert.check_obj_id)
     rows = [(alert, format_duration(alert.duration(now).total_seconds())) for alert in alerts]
     return render(
         request,
@@ -69,6 +75,7 @@ def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = get_object_or_404(Alert.objects.select_related("check_obj"), pk=alert_id)
     now = timezone.now()
     inputs = load_report_inputs([alert])[alert.pk]
+    check = alert.check_obj
     return render(
         request,
         "monitoring/alerts/detail.html",
@@ -79,6 +86,7 @@ def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
             "duration": format_duration(alert.duration(now).total_seconds()),
             "snoozed": alert.is_snoozed(now),
             "snooze_choices": SNOOZE_CHOICES,
+            "check_muted_until": muted_until([check], now).get(check.pk) if check else None,
         },
     )
 

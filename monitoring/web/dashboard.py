@@ -20,6 +20,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from monitoring.alerts.policy import unnotified_alerts
+from monitoring.history.strip import render_strip, status_strips
+from monitoring.history.uptime import uptimes
 from monitoring.models import (
     ACTIVE_STATUSES,
     SEVERITY_RANK,
@@ -29,6 +31,7 @@ from monitoring.models import (
     CheckStatus,
 )
 from monitoring.observability.readings import QueueReading, overall_state, read_queue
+from monitoring.web.mutes import muted_until
 from opsconsole.page_access import staff_page
 from opsconsole.registries import DashboardPanel, dashboard_panels, register_panel
 
@@ -142,9 +145,30 @@ def register_panels() -> None:
     register_panel(DashboardPanel("queue", "pages/panels/queue.html", queue_state, 50))
 
 
+def annotate_checks(checks: list[Check], now: datetime) -> dict[int, Check]:
+    """Puts on each check what its dashboard row shows beside its state: uptime over 24 h,
+    the 24-hour status strip and when its mute ends. A fixed number of queries for any
+    number of checks (the history module reads rollups and status changes in bulk)."""
+    ids = [check.pk for check in checks]
+    uptime = uptimes(ids, now)
+    strips = status_strips(ids, now)
+    muted = muted_until(checks, now)
+    for check in checks:
+        shares = uptime.get(check.pk)
+        check.uptime_24h = shares.d1 if shares else None
+        check.strip = render_strip(strips.get(check.pk, []))
+        check.muted_until = muted.get(check.pk)
+    return {check.pk: check for check in checks}
+
+
 def dashboard_context() -> dict[str, Any]:
     now = timezone.now()
     checks = list(Check.objects.only(*CHECK_FIELDS).order_by("component", "name"))
+    by_id = annotate_checks(checks, now)
+    alerts = open_alerts()
+    for alert in alerts["alerts"]:
+        check = by_id.get(alert.check_obj_id)
+        alert.check_muted_until = check.muted_until if check else None
     panels = []
     for panel in dashboard_panels():
         data = panel.context(now)
@@ -155,7 +179,7 @@ def dashboard_context() -> dict[str, Any]:
         "overall": overall_state(),
         "groups": check_groups(checks),
         "check_total": len(checks),
-        "alerts": open_alerts(),
+        "alerts": alerts,
         "panels": panels,
         "refresh_seconds": REFRESH_SECONDS,
     }

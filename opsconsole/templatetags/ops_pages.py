@@ -1,12 +1,13 @@
-"""Template helpers of the staff pages: ages, durations, the overall state in the header."""
+"""Template helpers of the staff pages: date-times, ages, durations, numbers, progress bars."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
 from django import template
-from django.utils import timezone
+from django.utils import dateformat, timezone
 
 register = template.Library()
 
@@ -26,6 +27,22 @@ def format_seconds(seconds: float | None) -> str:
         return f"{hours}h {minutes}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours}h"
+
+
+# The one date-time format of the pages (settings.DATETIME_FORMAT says the same for the
+# admin): 24-hour, ISO date, the zone named, so that a time read off a phone at 3 am is not
+# mistaken for local time.
+DATETIME_FORMAT = "Y-m-d H:i T"
+DATETIME_SECONDS_FORMAT = "Y-m-d H:i:s T"
+
+
+@register.filter
+def utc(moment: datetime | None, precision: str = "") -> str:
+    """``2026-11-25 14:03 UTC``; ``|utc:"seconds"`` adds the seconds (timelines, runs)."""
+    if moment is None:
+        return "—"
+    fmt = DATETIME_SECONDS_FORMAT if precision == "seconds" else DATETIME_FORMAT
+    return dateformat.format(timezone.localtime(moment), fmt)
 
 
 @register.filter
@@ -53,6 +70,17 @@ def number(value: Any) -> str:
     if value.is_integer():
         return f"{int(value):,}"
     return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+@register.filter
+def uptime(share: float | None) -> str:
+    """``99.937`` -> ``99.93 %``: rounded down, so that a check that was down at all never
+    reads as 100 %."""
+    if share is None:
+        return "—"
+    if share >= 100:
+        return "100 %"
+    return f"{math.floor(share * 100) / 100:.2f} %"
 
 
 @register.filter
