@@ -28,6 +28,7 @@ from backlog.handlers import (
 )
 from backlog.models import DEFAULT_SOURCE, BacklogEntry, BacklogStatus
 from opsconsole.api import BadRequest
+from opsconsole.excerpt import error_excerpt
 from opsconsole.idempotency import claim_idempotency_key
 from opsconsole.logging import job_context
 from opsconsole.redaction import redact, secret_values
@@ -636,7 +637,7 @@ def _record_failure(
     # Handlers echo URLs and payload values back in their errors: scrubbed of the entry's and
     # its handler's secrets before the error is stored, listed or logged.
     secrets = secret_values({"payload": entry.payload, "handler": handler_setting(entry.source)})
-    error = redact(error, secrets)[:2000]
+    error = error_excerpt(redact(error, secrets))
     report.errors.append((entry.source, entry.key, error))
     if not permanent and attempts < max_attempts:
         try:

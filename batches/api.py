@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from batches import services
+from batches import metrics, services
 from opsconsole.api import BadRequest, api_view, json_error, parse_json_body
+from opsconsole.excerpt import error_excerpt
 from opsconsole.idempotency import idempotent
 from opsconsole.models import ApiScope
 from opsconsole.paging import parse_limit
+
+logger = logging.getLogger(__name__)
 
 
 def when_enabled(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -42,6 +47,24 @@ def _create(request: HttpRequest) -> JsonResponse:
     batch = services.create_batch(parse_json_body(request))
     return JsonResponse(
         {"batchId": str(batch.id), "status": batch.status, "totalItems": batch.total_items},
+        status=201,
+    )
+
+
+@api_view(scope=ApiScope.WRITE, methods=("POST",))
+@idempotent("batches.create")
+def _create_for_operation(request: HttpRequest, name: str) -> JsonResponse:
+    operation = services.registered_operation(name)
+    batch = services.create_batch(
+        services.validate_for_operation(operation, parse_json_body(request))
+    )
+    return JsonResponse(
+        {
+            "message": f"Batch {operation.name} operation initiated",
+            "batchId": str(batch.id),
+            "status": batch.status,
+            "totalItems": batch.total_items,
+        },
         status=201,
     )
 
@@ -85,8 +108,21 @@ def by_creator(request: HttpRequest, creator: str) -> JsonResponse:
 
 
 @when_enabled
+def batch_or_operation(request: HttpRequest, name: str) -> HttpResponse:
+    """``/api/batches/<x>/``: GET reads the batch with id x, POST creates a batch of the
+    operation named x (the operations document's ``POST /api/batches/<operation>``). One route
+    for both: a batch id and an operation name share the URL's place."""
+    if request.method == "POST":
+        return _create_for_operation(request, name)
+    if request.method == "GET":
+        return _detail(request, name)
+    response = json_error(405, f"method {request.method} not allowed; use GET, POST")
+    response["Allow"] = "GET, POST"
+    return response
+
+
 @api_view(scope=ApiScope.READ, methods=("GET",))
-def detail(request: HttpRequest, batch_id: str) -> JsonResponse:
+def _detail(request: HttpRequest, batch_id: str) -> JsonResponse:
     batch = services.get_batch(batch_id)
     limit = parse_limit(request.GET.get("items_limit"), name="items_limit", default=100)
     return JsonResponse(
@@ -120,4 +156,14 @@ def cancel(request: HttpRequest, batch_id: str) -> JsonResponse:
 @when_enabled
 @api_view(scope=ApiScope.READ, methods=("GET",))
 def health(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(services.health())
+    try:
+        return JsonResponse(metrics.health())
+    except DatabaseError as exc:
+        logger.error("batches health: the database cannot be read: %s", exc)
+        return JsonResponse(
+            {
+                "status": "unhealthy",
+                "error": f"the database cannot be read: {error_excerpt(str(exc), 200)}",
+            },
+            status=500,
+        )

@@ -40,6 +40,7 @@ from batches.models import (
     ItemStatus,
 )
 from batches.operations import Operation, PermanentError, RetryableError, get_operation
+from opsconsole.excerpt import error_excerpt
 from opsconsole.logging import job_context, update_job_context
 from opsconsole.redaction import redact, secret_values
 from opsconsole.retry import backoff_seconds
@@ -149,6 +150,12 @@ def claim_chunk(batch_id: uuid.UUID, size: int, lease: float, now: datetime) -> 
 Outcome = tuple[BatchItem, str, Any]  # (item, "ok" | "retry" | "fail", result or message)
 
 
+def _item_error(message: Any, secrets: list[str]) -> str:
+    """What an item keeps of a failure: scrubbed of the payload's secrets first (a cut must not
+    leave half a secret), then a short readable excerpt, never a target's whole error page."""
+    return error_excerpt(redact(str(message), secrets))
+
+
 def _finish_if_done(batch: BatchOperation, now: datetime) -> None:
     """Inside the recording transaction, with the batch row locked."""
     if batch.status not in ACTIVE_STATUSES:
@@ -197,21 +204,24 @@ def record_outcomes(batch_id: uuid.UUID, outcomes: list[Outcome], now: datetime)
             item.lease_until = None
             item.claim_token = None
             if kind == "ok":
+                # A success with a warning (the cache it invalidates was down) keeps the
+                # warning as its error text: succeeded, but not silently.
+                warning = value.get("warning") if isinstance(value, dict) else None
                 item.status, item.result, item.error, item.finished_at = (
                     ItemStatus.SUCCEEDED,
                     value,
-                    "",
+                    _item_error(warning, secrets) if warning else "",
                     now,
                 )
                 succeeded += 1
             elif kind == "retry" and item.attempts < max_attempts:
-                item.status, item.error = ItemStatus.PENDING, redact(str(value), secrets)
+                item.status, item.error = ItemStatus.PENDING, _item_error(value, secrets)
                 item.next_attempt_at = now + timedelta(seconds=_backoff(item.attempts))
             else:
                 suffix = f" (after {item.attempts} attempts)" if kind == "retry" else ""
                 item.status, item.error, item.finished_at = (
                     ItemStatus.FAILED,
-                    redact(f"{value}{suffix}", secrets),
+                    _item_error(value, secrets) + suffix,
                     now,
                 )
                 failed += 1

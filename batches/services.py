@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import math
-import os
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, QuerySet, Sum
+from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from batches.events import count_created
 from batches.executor import enqueue_batch, tasks_for
 from batches.models import BatchItem, BatchOperation, BatchStatus, ItemStatus
-from batches.operations import get_operation, operation_names
+from batches.operations import Operation, get_operation, operation_names
 from opsconsole.api import BadRequest
 from opsconsole.idempotency import claim_idempotency_key
 from opsconsole.paging import keyset
@@ -157,6 +156,35 @@ def validate_batch(data: Any) -> tuple[str, str, list[str], dict[str, Any]]:
     return operation_name, creator, keys, normalised
 
 
+def registered_operation(name: str) -> Operation:
+    """The operation a URL names (``POST /api/batches/<operation>/``), or 404 listing the
+    registered ones."""
+    operation = get_operation(name)
+    if operation is None:
+        known = ", ".join(operation_names())
+        raise BadRequest(
+            f"unknown operation; known: {known}",
+            {"operation": f"no operation named {name[:50]!r}; known: {known}"},
+            status=404,
+        )
+    return operation
+
+
+def validate_for_operation(operation: Operation, data: Any) -> dict[str, Any]:
+    """The body of ``POST /api/batches/<operation>/`` (``{creator, items, payload}``) as the
+    generic endpoint's body: the operation comes from the URL, and a body that names another
+    one is refused rather than silently overridden."""
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object", {"body": "must be a JSON object"})
+    named = data.get("operation", operation.name)
+    if named != operation.name:
+        raise BadRequest(
+            "invalid batch",
+            {"operation": f"the URL names the operation {operation.name!r}; leave it out here"},
+        )
+    return {**data, "operation": operation.name}
+
+
 def create_batch(data: Any, now: datetime | None = None) -> BatchOperation:
     """Validates everything first, then writes the batch and its items in one transaction and
     queues it once committed. If the broker is down the batch stays pending and recovery
@@ -261,85 +289,6 @@ def get_batch(batch_id: str) -> BatchOperation:
     if batch is None:
         raise BadRequest("unknown batch", {"batchId": "no batch with this id"}, status=404)
     return batch
-
-
-# --- health ----------------------------------------------------------------------------------
-
-
-def _table_sizes() -> dict[str, int | None]:
-    tables = [BatchOperation._meta.db_table, BatchItem._meta.db_table]
-    sizes: dict[str, int | None] = {}
-    with connection.cursor() as cursor:
-        for table in tables:
-            if connection.vendor == "postgresql":
-                cursor.execute("SELECT pg_total_relation_size(%s::regclass)", [table])
-                sizes[table] = int(cursor.fetchone()[0])
-            else:
-                try:
-                    cursor.execute("SELECT SUM(pgsize) FROM dbstat WHERE name = %s", [table])
-                    row = cursor.fetchone()
-                    sizes[table] = int(row[0]) if row and row[0] is not None else 0
-                except Exception:  # dbstat is an optional SQLite module
-                    sizes[table] = None
-    return sizes
-
-
-def _rss_mb() -> float | None:
-    try:
-        import psutil
-
-        return round(psutil.Process(os.getpid()).memory_info().rss / 1024 / 1024, 1)
-    except Exception:
-        return None
-
-
-def health(now: datetime | None = None) -> dict[str, Any]:
-    """Counts by status, and over the batches finished in the last 24 hours the average
-    processing time and the item success and failure rates."""
-    now = now or timezone.now()
-    counts = {status: 0 for status in BatchStatus.values}
-    for row in BatchOperation.objects.values("status").annotate(n=Count("id")).order_by():
-        counts[row["status"]] = row["n"]
-    recent = BatchOperation.objects.filter(
-        finished_at__gte=now - timedelta(hours=24), started_at__isnull=False
-    )
-    agg = recent.aggregate(
-        avg=Avg(
-            ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-        ),
-        ok=Sum("succeeded_items"),
-        bad=Sum("failed_items"),
-    )
-    ok, bad = agg["ok"] or 0, agg["bad"] or 0
-    done = ok + bad
-    avg = agg["avg"]
-    stuck = BatchOperation.objects.filter(
-        status=BatchStatus.PENDING, created_at__lt=now - timedelta(minutes=10)
-    ).count()
-    state = "healthy"
-    if stuck or counts[BatchStatus.PENDING] > 500 or (done and bad / done > 0.1):
-        state = "degraded"
-    return {
-        "status": state,
-        "timestamp": now.isoformat(),
-        "batchOperations": {"total": sum(counts.values()), **counts, "stuckPending": stuck},
-        "performance": {
-            "avgProcessingTimeMs": round(avg.total_seconds() * 1000, 1)
-            if avg is not None
-            else None,
-            "successRate": round(ok / done, 4) if done else None,
-            "failureRate": round(bad / done, 4) if done else None,
-            "window": "24h",
-        },
-        "resources": {"tableSizesBytes": _table_sizes(), "processMemoryMb": _rss_mb()},
-        "settings": {
-            "maxItems": settings.BATCH_OPERATION_MAX_SIZE,
-            "timeoutSeconds": settings.BATCH_OPERATION_TIMEOUT,
-            "executorDelaySeconds": settings.BATCH_EXECUTOR_DELAY,
-            "chunkSize": settings.BATCH_CHUNK_SIZE,
-            "itemMaxAttempts": settings.BATCH_ITEM_MAX_ATTEMPTS,
-        },
-    }
 
 
 def open_items(batch: BatchOperation) -> int:

@@ -259,10 +259,10 @@ def test_turned_off_api_answers_503_and_touches_nothing(client, write_key, setti
 def test_health_reports_counts_rates_and_resources(client, read_key, write_key):
     post(client, GOOD, write_key)
     body = get(client, "/api/batches/health/", read_key).json()
-    assert body["batchOperations"]["total"] == 1 and body["batchOperations"]["pending"] == 1
-    assert set(body["performance"]) >= {"avgProcessingTimeMs", "successRate", "failureRate"}
-    assert "batches_batchitem" in body["resources"]["tableSizesBytes"]
-    assert body["resources"]["processMemoryMb"] > 0
+    assert body["batch_operations"]["total"] == 1 and body["batch_operations"]["pending"] == 1
+    assert set(body["performance"]) >= {"avg_processing_time_ms", "success_rate", "failure_rate"}
+    assert "batches_batchitem" in body["resources"]["table_sizes_bytes"]
+    assert body["resources"]["heap_used_mb"] > 0
 
 
 # --- property: no 5xx, and a 4xx writes nothing --------------------------------------------------
@@ -420,3 +420,216 @@ def test_keyset_walk_returns_every_batch_once_while_batches_are_created(
     assert len(seen) == len(set(seen)), "a batch was returned twice"
     assert expected <= set(seen), f"{len(expected - set(seen))} batches were skipped"
     assert set(seen) <= expected | set(created)
+
+
+# --- the operations document's health endpoint and per-operation POST (seed 001) ---------------
+
+SEED_HEALTH_SHAPE = {
+    "batch_operations": ["total", "pending", "processing", "completed", "failed"],
+    "performance": ["avg_processing_time_ms", "success_rate", "failure_rate"],
+    "resources": ["db_collection_size_bytes", "db_indexes_size_bytes", "heap_used_mb"],
+}
+
+
+def test_health_answers_the_documents_names_and_shape_first_with_and_without_slash(
+    client, read_key
+):
+    now = timezone.now()
+
+    def batch(status, ok=0, bad=0, took=None):
+        started = now - timedelta(seconds=took) if took is not None else None
+        return BatchOperation.objects.create(
+            operation="http",
+            creator="seed",
+            status=status,
+            total_items=ok + bad,
+            succeeded_items=ok,
+            failed_items=bad,
+            started_at=started,
+            finished_at=now if took is not None else None,
+        )
+
+    batch(BatchStatus.PENDING)
+    batch(BatchStatus.RUNNING)
+    batch(BatchStatus.COMPLETED, ok=9, took=2)
+    batch(BatchStatus.COMPLETED_WITH_ERRORS, ok=8, bad=1, took=4)
+    batch(BatchStatus.FAILED, bad=2, took=6)
+    BatchItem.objects.bulk_create(
+        BatchItem(batch=BatchOperation.objects.first(), key=str(n)) for n in range(50)
+    )
+    for url in ("/api/batches/health", "/api/batches/health/"):
+        response = get(client, url, read_key)
+        assert response.status_code == 200, (url, response.content)
+        body = response.json()
+        # The document's keys come first, in its order; the console's extras follow.
+        assert list(body)[:5] == ["status", "timestamp", *SEED_HEALTH_SHAPE]
+        for section, names in SEED_HEALTH_SHAPE.items():
+            assert list(body[section])[: len(names)] == names, section
+        assert body["status"] == "degraded"  # 3 of 20 items failed: above 10 %
+        assert body["timestamp"].startswith(str(now.year))
+        ops = body["batch_operations"]
+        assert (ops["total"], ops["pending"], ops["processing"]) == (5, 1, 1)
+        assert (ops["completed"], ops["failed"], ops["completed_with_errors"]) == (1, 1, 1)
+        perf = body["performance"]
+        assert perf["avg_processing_time_ms"] == 4000.0
+        assert (perf["success_rate"], perf["failure_rate"]) == (0.85, 0.15)
+        resources = body["resources"]
+        assert resources["db_collection_size_bytes"] > 0
+        assert resources["db_indexes_size_bytes"] > 0
+        assert isinstance(resources["heap_used_mb"], int) and resources["heap_used_mb"] > 0
+        assert set(resources["table_sizes_bytes"]) == {
+            "batches_batchoperation",
+            "batches_batchitem",
+        }
+        assert resources["size_source"] in (
+            "pg_total_relation_size - pg_indexes_size, pg_indexes_size",
+            "SQLite dbstat",
+        )
+        assert body["settings"]["maxItems"] >= 1
+
+
+class BatchesOnTheUnreachableDatabase:
+    """Reads of the batches app go to the "unreachable" alias: a PostgreSQL address where
+    nothing listens. Everything else (API keys, sessions) stays on the test database."""
+
+    def db_for_read(self, model, **hints):
+        return "unreachable" if model._meta.app_label == "batches" else None
+
+    def db_for_write(self, model, **hints):
+        return self.db_for_read(model)
+
+
+@pytest.fixture
+def unreachable_database():
+    """A real connection to a PostgreSQL address where nothing listens, registered as a
+    dynamic alias (not in settings.DATABASES, which the test case guards)."""
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    from tests.conftest import closed_port
+
+    alias = "unreachable"
+    configured = connections.configure_settings(
+        {
+            "default": dict(connections.settings["default"]),
+            alias: {
+                "ENGINE": "django.db.backends.postgresql",
+                "HOST": "127.0.0.1",
+                "PORT": closed_port(),
+                "NAME": "batches",
+                "USER": "ops",
+                "PASSWORD": "pw-must-not-show",
+                "OPTIONS": {"connect_timeout": 2},
+            },
+        }
+    )
+    settings = configured[alias]
+    wrapper = load_backend(settings["ENGINE"]).DatabaseWrapper(settings, alias)
+    connections[alias] = wrapper
+    try:
+        yield alias
+    finally:
+        wrapper.close()
+        del connections[alias]
+
+
+def test_health_is_500_unhealthy_when_the_database_cannot_be_read(
+    client, read_key, settings, unreachable_database
+):
+    settings.DATABASE_ROUTERS = [f"{__name__}.BatchesOnTheUnreachableDatabase"]
+    started = time.monotonic()
+    for url in ("/api/batches/health", "/api/batches/health/"):
+        response = get(client, url, read_key)
+        assert response.status_code == 500, response.content
+        body = response.json()
+        assert list(body) == ["status", "error"] and body["status"] == "unhealthy"
+        assert body["error"].startswith("the database cannot be read:")
+        assert "pw-must-not-show" not in body["error"] and len(body["error"]) < 300
+    assert time.monotonic() - started < 10
+    settings.DATABASE_ROUTERS = []
+    assert get(client, "/api/batches/health/", read_key).status_code == 200
+
+
+SEED_BODY = {
+    "creator": "SP2ZNGJ85ENDY6QTHQ4P3KCQJRNYWB43HCUB7QY0J",
+    "items": ["test-id", 7],
+    "payload": {"url": "https://api.example/items/{key}", "method": "PUT"},
+}
+
+
+def test_post_to_an_operation_creates_a_batch_and_answers_the_documents_shape(
+    client, write_key, read_key
+):
+    for url in ("/api/batches/http/", "/api/batches/http"):
+        response = post(client, SEED_BODY, write_key, url=url)
+        assert response.status_code == 201, response.content
+        body = response.json()
+        assert list(body) == ["message", "batchId", "status", "totalItems"]
+        assert body["message"] == "Batch http operation initiated"
+        assert (body["status"], body["totalItems"]) == ("pending", 2)
+        batch = BatchOperation.objects.get(pk=body["batchId"])
+        assert (batch.operation, batch.creator) == ("http", SEED_BODY["creator"])
+        assert batch.payload["method"] == "PUT"
+        assert sorted(batch.items.values_list("key", flat=True)) == ["7", "test-id"]
+        # The same URL still reads a batch by its id.
+        detail = get(client, f"/api/batches/{body['batchId']}/", read_key)
+        assert detail.status_code == 200 and detail.json()["totalItems"] == 2
+    # Naming the URL's operation again in the body is accepted; the backlog operation too.
+    assert post(client, {**SEED_BODY, "operation": "http"}, write_key, "/api/batches/http/")
+    backlog = {"creator": "ops", "items": ["a"], "payload": {"source": "users"}}
+    response = post(client, backlog, write_key, url="/api/batches/backlog/")
+    assert response.status_code == 201 and response.json()["totalItems"] == 1
+    assert rows() == (4, 7)
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "status", "field"),
+    [
+        ("/api/batches/teleport/", SEED_BODY, 404, "operation"),
+        (f"/api/batches/{'x' * 300}/", SEED_BODY, 404, "operation"),
+        ("/api/batches/00000000-0000-0000-0000-000000000000/", SEED_BODY, 404, "operation"),
+        ("/api/batches/http/", {**SEED_BODY, "operation": "backlog"}, 400, "operation"),
+        (
+            "/api/batches/http/",
+            {k: v for k, v in SEED_BODY.items() if k != "creator"},
+            400,
+            "creator",
+        ),
+        ("/api/batches/http/", {**SEED_BODY, "items": []}, 400, "items"),
+        ("/api/batches/http/", {**SEED_BODY, "items": ["a", "a"]}, 400, "items[1]"),
+        ("/api/batches/http/", {**SEED_BODY, "payload": {}}, 400, "payload.url"),
+        ("/api/batches/http/", {**SEED_BODY, "contentIds": ["x"]}, 400, "contentIds"),
+        ("/api/batches/http/", [1, 2], 400, "body"),
+        ("/api/batches/http/", b"{not json", 400, "body"),
+    ],
+)
+def test_post_to_an_operation_refuses_unknown_operations_and_bad_input_and_writes_nothing(
+    client, write_key, url, body, status, field
+):
+    response = post(client, body, write_key, url=url)
+    assert response.status_code == status, response.content
+    answer = response.json()
+    assert field in answer["details"], answer
+    if status == 404:
+        # The answer lists what may be posted to.
+        assert "http" in answer["error"] and "backlog" in answer["error"]
+    assert rows() == (0, 0)
+
+
+def test_post_to_an_operation_needs_a_write_key_and_honours_idempotency_keys(
+    client, write_key, read_key
+):
+    assert post(client, SEED_BODY, read_key, url="/api/batches/http/").status_code == 403
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {write_key}", "HTTP_IDEMPOTENCY_KEY": "seed-1"}
+    first, again = (
+        client.post(
+            "/api/batches/http/",
+            data=json.dumps(SEED_BODY),
+            content_type="application/json",
+            **headers,
+        )
+        for _ in range(2)
+    )
+    assert first.status_code == again.status_code == 201
+    assert first.json()["batchId"] == again.json()["batchId"]
+    assert rows() == (1, 2)
