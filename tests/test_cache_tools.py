@@ -6,7 +6,7 @@ from io import StringIO
 
 import pytest
 import redis
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test.utils import override_settings
 
 from tests.conftest import closed_port
@@ -119,3 +119,90 @@ def test_without_redis_both_say_so_and_exit_non_zero():
     with override_settings(REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0"):
         code, _, err = run("stats")
         assert code == 2 and "unreachable" in err
+
+
+# --- another application's Redis (seed 000: the synced app's d4l: keys) ------------------------
+
+APP = "h6seedapp"  # this file's stand-in for the application's "d4l" prefix
+
+
+@pytest.fixture
+def app_redis(redis_url):
+    """An application's keys on the test Redis: users, sessions, keys without a further ':',
+    a key with glob characters in its name, and a neighbour prefix that must stay untouched."""
+    client = redis.Redis.from_url(redis_url)
+
+    def clear() -> None:
+        for pattern in (f"{APP}:*", f"{APP}x:*"):
+            stale = list(client.scan_iter(match=pattern, count=1000))
+            if stale:
+                client.delete(*stale)
+
+    clear()
+    pipe = client.pipeline(transaction=False)
+    for n in range(120):
+        pipe.set(f"{APP}:user:{n}", "u", ex=300)
+    for n in range(15):
+        pipe.set(f"{APP}:session:{n}", "s", ex=300)
+    for n in range(4):
+        pipe.set(f"{APP}:flag{n}", "f", ex=300)
+    pipe.set(f"{APP}:user:profile:1", "p", ex=300)
+    pipe.set(f"{APP}x:user:1", "neighbour", ex=300)
+    pipe.execute()
+    try:
+        yield client
+    finally:
+        clear()
+        client.close()
+
+
+def test_stats_on_another_applications_redis_groups_keys_by_their_next_segment(
+    app_redis, redis_url
+):
+    code, out, _ = run("stats", "--redis", redis_url, "--prefix", f"{APP}:")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert f"keys under '{APP}:*': 140" in lines[0]
+    assert f"     121  {APP}:user:*" in out
+    assert f"      15  {APP}:session:*" in out
+    assert f"       4  {APP}:* (no further ':')" in out
+    # One line per group, not per key; the neighbour prefix is not counted.
+    assert len([line for line in lines if APP in line]) == 4
+    assert f"{APP}x" not in out and "Memory used:" in out and "Hit rate:" in out
+
+
+def test_invalidate_on_another_applications_redis_dry_run_counts_then_unlinks(app_redis, redis_url):
+    code, out, _ = run("invalidate", f"{APP}:user:*", "--redis", redis_url, "--dry-run")
+    assert code == 0 and f"Would remove 121 keys matching '{APP}:user:*'" in out
+    assert "… and 101 more" in out
+    assert app_redis.exists(f"{APP}:user:0", f"{APP}:user:profile:1") == 2
+
+    code, out, _ = run("invalidate", f"{APP}:user:*", "--redis", redis_url)
+    assert code == 0 and "Removed 121 keys" in out
+    assert not list(app_redis.scan_iter(match=f"{APP}:user:*", count=1000))
+    assert app_redis.exists(f"{APP}:session:0", f"{APP}:flag0", f"{APP}x:user:1") == 3
+
+
+def test_invalidate_on_another_redis_refuses_a_pattern_without_a_fixed_start(app_redis, redis_url):
+    for pattern in ("*", "?4l:*", "[d]4l:*"):
+        with pytest.raises(CommandError, match="must start with fixed text"):
+            run("invalidate", pattern, "--redis", redis_url)
+    assert app_redis.exists(f"{APP}:user:0", f"{APP}x:user:1") == 2
+    with pytest.raises(CommandError, match="redis://"):
+        run("stats", "--redis", "http://127.0.0.1:6379/0")
+    code, _, err = run("stats", "--redis", f"redis://127.0.0.1:{closed_port()}/0")
+    assert code == 2 and "unreachable" in err
+
+
+def test_a_walk_past_the_limit_stops_and_says_so(app_redis, redis_url):
+    pipe = app_redis.pipeline(transaction=False)
+    for n in range(3000):
+        pipe.set(f"{APP}:bulk:{n}", "b", ex=300)
+    pipe.execute()
+    code, out, _ = run("stats", "--redis", redis_url, "--prefix", f"{APP}:", "--limit", "1000")
+    assert code == 0 and "scan stopped after about 1,000 keys examined" in out
+    assert int(out.splitlines()[0].rsplit(": ", 1)[1]) < 3140
+    code, out, _ = run(
+        "invalidate", f"{APP}:bulk:*", "--redis", redis_url, "--limit", "1000", "--dry-run"
+    )
+    assert code == 0 and "scan stopped" in out and "run the command again" in out
