@@ -46,6 +46,35 @@
     }, 3000);
   }
 
+  // <button data-copy-target="ID"> copies the text of element ID (a heartbeat's ping URL).
+  // Without the clipboard API (plain http on another host) the text is selected and copied the
+  // old way, or left selected for Ctrl+C.
+  document.addEventListener("click", function (event) {
+    var button = event.target && event.target.closest ? event.target.closest("[data-copy-target]") : null;
+    if (!button) return;
+    var source = document.getElementById(button.getAttribute("data-copy-target"));
+    if (!source) return;
+    var text = source.textContent.trim();
+    var label = button.getAttribute("data-label") || button.textContent;
+    button.setAttribute("data-label", label);
+    function say(words) {
+      button.textContent = words;
+      setTimeout(function () { button.textContent = label; }, 2000);
+    }
+    function fallback() {
+      var selection = window.getSelection();
+      selection.selectAllChildren(source);
+      var copied = false;
+      try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
+      say(copied ? "Copied" : "Selected: press Ctrl+C");
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { say("Copied"); }, fallback);
+    } else {
+      fallback();
+    }
+  });
+
   if (!window.fetch) return;
   var dashboard = document.getElementById("dashboard");
   if (dashboard && dashboard.hasAttribute("data-fragment-url")) dashboardRefresh(dashboard);
