@@ -6,11 +6,15 @@ PORT="${PORT:-8000}"
 HOST="${HOST:-127.0.0.1}"
 export SITE_URL="${SITE_URL:-http://$HOST:$PORT}"
 export LOG_FORMAT="${LOG_FORMAT:-console}"
+# Routine INFO lines (every process's start, each scheduled job's start and finish) would push
+# the start-up summary out of sight within seconds: warnings and errors only, unless LOG_LEVEL
+# asks for more. ACCESS_LOG=1 adds the web server's access lines.
+export LOG_LEVEL="${LOG_LEVEL:-warning}"
+ACCESS_LOG="${ACCESS_LOG:-0}"
 
-python manage.py migrate --noinput -v0
-python manage.py collectstatic --noinput -v0
-python manage.py bootstrap --demo
-python manage.py setup_schedules >/dev/null
+# Migrate, static files, admin login, demo checks, schedules: one process. Its summary (URL,
+# login, reset command, where the data is) is printed once the web server answers, last.
+summary="$(python manage.py bootstrap --prepare --demo --summary)"
 
 pids=()
 # Ctrl-C (SIGINT to the whole terminal group), SIGTERM to this script, or one of the two exiting:
@@ -30,13 +34,20 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-gunicorn opsconsole.wsgi --bind "$HOST:$PORT" --workers "${WEB_WORKERS:-2}" --graceful-timeout 5 --access-logfile - --log-level warning &
+access=()
+[ "$ACCESS_LOG" = "1" ] && access=(--access-logfile -)
+gunicorn opsconsole.wsgi --bind "$HOST:$PORT" --workers "${WEB_WORKERS:-2}" --graceful-timeout 5 "${access[@]}" --log-level warning &
 pids+=($!)
 python manage.py qcluster &
 pids+=($!)
 
-echo
-echo "Ops Console is running at $SITE_URL/   (admin: $SITE_URL/admin/)"
-echo "Log in with the admin login printed above. Ctrl-C stops the web server and the worker."
+# The summary says "running" only once the web server accepts connections (at most 30 s).
+for _ in $(seq 150); do
+  (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null && break
+  kill -0 "${pids[0]}" 2>/dev/null || break
+  sleep 0.2
+done
+printf '%s\n' "$summary"
+echo "Running. Ctrl-C stops the web server and the worker."
 echo
 wait -n "${pids[@]}"

@@ -1,11 +1,14 @@
-"""First start: an admin login and the demo checks, both only when missing."""
+"""First start: an admin login and the demo checks, both only when missing; for the run
+command, the whole preparation in one process and the summary it ends start-up with."""
 
+import io
 import secrets
 from pathlib import Path
 
 import yaml
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from monitoring.checks.checkfile import CheckFileError, apply_document, validate_document
@@ -35,6 +38,44 @@ def demo_document() -> dict:
     return document
 
 
+RESET_COMMAND = ".venv/bin/python manage.py changepassword {username}"
+RULE = "=" * 72
+
+
+def where_data_lives() -> str:
+    """The database (and the development key, when there is one) in an operator's words; a
+    DATABASE_URL's password is never shown."""
+    db = settings.DATABASES["default"]
+    if "sqlite" in db["ENGINE"]:
+        where = f"{Path(db['NAME']).parent}   (SQLite database {Path(db['NAME']).name}"
+        return where + (", development secret key)" if settings.DEVELOPMENT_MODE else ")")
+    where = f"PostgreSQL database {db['NAME']} on {db.get('HOST') or 'localhost'}"
+    where += f":{db['PORT']}" if db.get("PORT") else ""
+    if settings.DEVELOPMENT_MODE:
+        where += f"; development secret key in {settings.DATA_DIR}"
+    return where
+
+
+def startup_summary(username: str, password: str | None) -> list[str]:
+    """The block the run command ends start-up with: where to go, how to log in, where the data
+    is, how to reset the password. The password only on the start that created it."""
+    if password is not None:
+        login = f"{username} / {password}   (shown this once: keep it somewhere safe)"
+        reset = "reset it any time with: " + RESET_COMMAND.format(username=username)
+    else:
+        login = f"{username}   (password set on the first start, not shown again)"
+        reset = "forgotten? reset it with: " + RESET_COMMAND.format(username=username)
+    return [
+        "",
+        RULE,
+        f" Ops Console  {settings.SITE_URL}/   (admin: {settings.SITE_URL}/admin/)",
+        f" Login        {login}",
+        f" Password     {reset}",
+        f" Data         {where_data_lives()}",
+        RULE,
+    ]
+
+
 class Command(BaseCommand):
     help = (
         "Prepare a new installation: create the 'admin' superuser with a generated password "
@@ -48,19 +89,40 @@ class Command(BaseCommand):
             "--demo", action="store_true", help="load the demo checks if there are no checks"
         )
         parser.add_argument("--username", default="admin")
+        parser.add_argument(
+            "--prepare",
+            action="store_true",
+            help="first migrate the database, collect the static files and install the "
+            "schedules, in this one process (what the run command does on every start)",
+        )
+        parser.add_argument(
+            "--summary",
+            action="store_true",
+            help="end with the start-up summary (URL, login, reset command, where the data is) "
+            "instead of a login line",
+        )
 
-    def handle(self, *args, demo: bool, username: str, **options):
+    def handle(self, *args, demo: bool, username: str, prepare: bool, summary: bool, **options):
+        if prepare:
+            # One process instead of four: each Django start costs seconds on a busy machine.
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("collectstatic", interactive=False, verbosity=0)
         User = get_user_model()
+        password = None
         if User.objects.filter(username=username).exists():
-            self.stdout.write(f"Login: user {username!r} exists (password unchanged).")
+            if not summary:
+                self.stdout.write(f"Login: user {username!r} exists (password unchanged).")
         else:
             password = secrets.token_urlsafe(12)
             User.objects.create_superuser(username=username, email="", password=password)
-            self.stdout.write(
-                f"Login: {username} / {password}   (shown once; change it in the admin)"
-            )
+            if not summary:
+                self.stdout.write(
+                    f"Login: {username} / {password}   (shown once; change it in the admin)"
+                )
+        # With the summary, only what this start did is said: later starts stay short.
         if NotificationChannel.objects.exists():
-            self.stdout.write("Notification channels exist; default channel not created.")
+            if not summary:
+                self.stdout.write("Notification channels exist; default channel not created.")
         else:
             # Without a channel every alert would reach nobody. Made here, on the run
             # command's first start, not by a migration: an empty database stays empty.
@@ -76,10 +138,15 @@ class Command(BaseCommand):
             )
         if demo:
             if Check.objects.exists():
-                self.stdout.write("Checks exist; demo checks not loaded.")
+                if not summary:
+                    self.stdout.write("Checks exist; demo checks not loaded.")
             else:
                 try:
                     result = apply_document(validate_document(demo_document()))
                 except CheckFileError as exc:
                     raise CommandError(f"demo checks are invalid: {exc}") from None
                 self.stdout.write(f"Demo checks loaded: {result.summary()}")
+        if prepare:
+            call_command("setup_schedules", stdout=io.StringIO())
+        if summary:
+            self.stdout.write("\n".join(startup_summary(username, password)))
