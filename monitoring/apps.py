@@ -57,6 +57,13 @@ class MonitoringConfig(AppConfig):
                 description="Send the due alert notifications, reminders and recovery notices",
             ),
             PeriodicJob(
+                name="rollups",
+                func="monitoring.history.rollups.scheduled_rollups",
+                minutes=1,
+                command="rollups",
+                description="Summarise the latest check runs into 5-minute and hourly rollups",
+            ),
+            PeriodicJob(
                 name="housekeeping",
                 func="opsconsole.housekeeping.scheduled_housekeeping",
                 minutes=24 * 60,

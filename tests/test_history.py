@@ -268,3 +268,13 @@ def test_rollups_command_recomputes_the_recent_buckets_and_refuses_a_bad_duratio
     assert CheckRollup.objects.filter(check_obj=check, period=300, worst_status="warning").exists()
     with pytest.raises(CommandError, match="--since"):
         call_command("rollups", "--since", "soon")
+
+
+def test_rollups_are_scheduled_every_minute():
+    from django.utils.module_loading import import_string
+
+    from opsconsole.registries import periodic_jobs
+
+    jobs = {job.name: job for job in periodic_jobs()}
+    assert (jobs["rollups"].minutes, jobs["rollups"].command) == (1, "rollups")
+    assert callable(import_string(jobs["rollups"].func))
