@@ -2,7 +2,9 @@
 
 An operation validates its payload, opens what its items share (an HTTP client), and processes
 one item, returning a JSON result or raising ``RetryableError`` (tried again with backoff) or
-``PermanentError`` (the item fails at once). Apps add operations with ``register_operation``.
+``PermanentError`` (the item fails at once). A result object with a ``warning`` succeeded with
+something an operator should see (the cache it had to invalidate was unreachable): the executor
+keeps the warning as the item's error text. Apps add operations with ``register_operation``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -17,7 +20,9 @@ import httpx
 from django.conf import settings
 
 from batches.http_deadline import deadline, deadline_client
+from batches.invalidation import CacheInvalidator, InvalidationError, validate_templates
 from opsconsole.api import BadRequest
+from opsconsole.excerpt import error_excerpt
 
 if TYPE_CHECKING:
     from batches.models import BatchItem, BatchOperation
@@ -115,6 +120,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+@dataclass
+class HttpSession:
+    """What the items of one batch run share: the HTTP client, and the client of the
+    application's Redis when the batch invalidates cache keys."""
+
+    client: httpx.Client
+    cache: CacheInvalidator | None = None
+
+
 @register_operation
 class HttpOperation(Operation):
     name = "http"
@@ -125,7 +139,7 @@ class HttpOperation(Operation):
         "expect_status": [200, 201, 202, 204],
         "timeout": 10,
     }
-    allowed = ("url", "method", "body", "headers", "expect_status", "timeout")
+    allowed = ("url", "method", "body", "headers", "expect_status", "timeout", "invalidate")
 
     def validate_payload(self, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         errors: dict[str, str] = {}
@@ -178,6 +192,8 @@ class HttpOperation(Operation):
         timeout = payload.get("timeout", self.defaults["timeout"])
         if not _is_number(timeout) or not 0.1 <= timeout <= 60:
             errors["payload.timeout"] = "must be a number of seconds between 0.1 and 60"
+        if "invalidate" in payload and (problem := validate_templates(payload["invalidate"])):
+            errors["payload.invalidate"] = problem
         if errors:
             return {}, errors
         normalised = {**self.defaults, **payload, "method": method.upper()}
@@ -187,19 +203,39 @@ class HttpOperation(Operation):
         return float(payload.get("timeout", self.defaults["timeout"]))
 
     @contextlib.contextmanager
-    def session(self, batch: BatchOperation) -> Iterator[httpx.Client]:
+    def session(self, batch: BatchOperation) -> Iterator[HttpSession]:
         # As many connections as the executor has threads: no request waits for the pool.
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-        with deadline_client(
-            self.item_timeout(batch.payload),
-            limits=limits,
-            headers={"User-Agent": "opsconsole-batches/1"},
-        ) as client:
-            yield client
+        cache = CacheInvalidator() if batch.payload.get("invalidate") else None
+        try:
+            with deadline_client(
+                self.item_timeout(batch.payload),
+                limits=limits,
+                headers={"User-Agent": "opsconsole-batches/1"},
+            ) as client:
+                yield HttpSession(client, cache)
+        finally:
+            if cache is not None:
+                cache.close()
 
-    def process(self, batch: BatchOperation, item: BatchItem, session: httpx.Client) -> Any:
+    def process(self, batch: BatchOperation, item: BatchItem, session: HttpSession) -> Any:
         """One request, over within the item timeout in total (``http_deadline``): the chunk's
-        lease is built from that timeout, so the item is never sent twice at once."""
+        lease is built from that timeout, so the item is never sent twice at once. Once it
+        succeeded, the payload's ``invalidate`` keys are deleted; a failure there is kept on
+        the item as a warning and does not undo the success (the request was made)."""
+        result = self._request(batch, item, session.client)
+        templates = batch.payload.get("invalidate")
+        if templates:
+            try:
+                if session.cache is None:
+                    raise InvalidationError("CACHE_INVALIDATE_REDIS_URL is not set")
+                result["invalidated"] = session.cache.invalidate(templates, item.key).as_json()
+            except InvalidationError as exc:
+                result["invalidated"] = None
+                result["warning"] = f"succeeded, but the cache was not invalidated: {exc}"
+        return result
+
+    def _request(self, batch: BatchOperation, item: BatchItem, session: httpx.Client) -> Any:
         payload = batch.payload
         key = item.key
         url = url_with_key(payload["url"], key)
@@ -227,10 +263,11 @@ class HttpOperation(Operation):
             raise RetryableError(f"timed out after {timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from None
-        excerpt = bytes(body).decode(response.encoding or "utf-8", errors="replace")[:500]
+        text = bytes(body).decode(response.encoding or "utf-8", errors="replace")
         if response.status_code in payload["expect_status"]:
-            return {"status": response.status_code, "body": excerpt}
-        message = f"HTTP {response.status_code}: {excerpt[:200]}"
+            return {"status": response.status_code, "body": text[:500]}
+        # A target's error page is reduced to its title or first line (opsconsole.excerpt).
+        message = error_excerpt(f"HTTP {response.status_code}: {text}")
         if response.status_code >= 500 or response.status_code in (408, 429):
             raise RetryableError(message)
         raise PermanentError(message)

@@ -113,6 +113,29 @@ def env_duration(
     return seconds
 
 
+def env_milliseconds(
+    name: str, *, minimum: float = 0.0, maximum: float | None = None
+) -> float | None:
+    """Seconds from a variable that tools written in JavaScript give in milliseconds
+    (``60000``); a value with a unit (``60s``, ``5m``) is taken as written. None when unset."""
+    value = _raw(name)
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value) / 1000 if re.fullmatch(r"\d+(?:\.\d+)?", value) else None
+        if seconds is None:
+            seconds = parse_duration(value)
+    except ValueError as exc:
+        raise _fail(name, f"{exc} (a bare number is milliseconds)") from None
+    if seconds < minimum:
+        raise _fail(
+            name, f"must be at least {minimum:g}s (a bare number is milliseconds), got {value!r}"
+        )
+    if maximum is not None and seconds > maximum:
+        raise _fail(name, f"must be at most {maximum:g}s, got {value!r}")
+    return seconds
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = _raw(name)
     if value is None:

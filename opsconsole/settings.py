@@ -17,6 +17,7 @@ from opsconsole.env import (
     env_int,
     env_json_object,
     env_list,
+    env_milliseconds,
     env_str,
     parse_database_url,
     sqlite_database,
@@ -169,6 +170,21 @@ else:
 # --- Monitoring -----------------------------------------------------------------------------
 CHECKS_MAX_CONCURRENCY = env_int("CHECKS_MAX_CONCURRENCY", 50, minimum=1, maximum=1000)
 CHECKS_DEFAULT_INTERVAL = env_duration("CHECKS_DEFAULT_INTERVAL", 60, minimum=1)
+# The operations documents' names (monitor.js). MONITOR_CHECK_INTERVAL is in milliseconds as
+# they write it (60000 is a minute; a unit may be given: 60s); the *_ALERT_THRESHOLD values are
+# the default warning thresholds, in percent, of checks that set none (docs/checks.md).
+_monitor_interval = env_milliseconds("MONITOR_CHECK_INTERVAL", minimum=1)
+if _monitor_interval is not None:
+    if env_str("CHECKS_DEFAULT_INTERVAL") and _monitor_interval != CHECKS_DEFAULT_INTERVAL:
+        raise ImproperlyConfigured(
+            f"Environment variables CHECKS_DEFAULT_INTERVAL ({CHECKS_DEFAULT_INTERVAL:g}s) and "
+            f"MONITOR_CHECK_INTERVAL ({_monitor_interval:g}s) disagree: set one of them"
+        )
+    CHECKS_DEFAULT_INTERVAL = _monitor_interval
+CPU_ALERT_THRESHOLD = env_int("CPU_ALERT_THRESHOLD", 80, minimum=1, maximum=100)
+MEMORY_ALERT_THRESHOLD = env_int("MEMORY_ALERT_THRESHOLD", 85, minimum=1, maximum=100)
+DISK_ALERT_THRESHOLD = env_int("DISK_ALERT_THRESHOLD", 90, minimum=1, maximum=100)
+REDIS_ALERT_THRESHOLD = env_int("REDIS_ALERT_THRESHOLD", 75, minimum=1, maximum=100)
 CHECKS_DEFAULT_TIMEOUT = env_duration("CHECKS_DEFAULT_TIMEOUT", 10, minimum=0.1)
 # SQL checks against the "default" alias connect with these credentials instead of the
 # console's own: a read-only role (docs/checks.md has the CREATE ROLE recipe).
@@ -218,6 +234,15 @@ BATCH_RETRY_BACKOFF = env_duration("BATCH_RETRY_BACKOFF", 1, minimum=0)
 # Hosts the batch http operation may send to (empty: any); checked when a batch is created
 # and again before each request.
 BATCH_HTTP_ALLOWED_HOSTS = env_host_list("BATCH_HTTP_ALLOWED_HOSTS")
+# The synced application's Redis: a batch http operation's `invalidate` keys are deleted there
+# after each item that succeeds (docs/batches.md). Empty: batches cannot invalidate.
+CACHE_INVALIDATE_REDIS_URL = env_str("CACHE_INVALIDATE_REDIS_URL")
+if CACHE_INVALIDATE_REDIS_URL and not CACHE_INVALIDATE_REDIS_URL.startswith(
+    ("redis://", "rediss://", "unix://")
+):
+    raise ImproperlyConfigured(
+        "Environment variable CACHE_INVALIDATE_REDIS_URL: expected redis://host:port/db"
+    )
 
 # --- Alerts ---------------------------------------------------------------------------------
 ACK_LINK_MAX_AGE = env_duration("ACK_LINK_MAX_AGE", 24 * 3600, minimum=60)

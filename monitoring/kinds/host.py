@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
+from django.conf import settings
 from django.utils import timezone
 
 from monitoring.kinds import CheckKind, ConfigError, Observation, check_known_keys, register
@@ -31,6 +32,21 @@ SYSTEM_METRICS: dict[str, tuple[float | None, float | None, str, str]] = {
     "load": (None, None, "above", ""),  # defaults depend on the core count, see below
     "free_memory_mb": (None, 200, "below", " MB"),
 }
+
+# Metrics whose default warning threshold an operations document's variable sets.
+ALERT_THRESHOLD_SETTINGS = {
+    "cpu": "CPU_ALERT_THRESHOLD",
+    "memory": "MEMORY_ALERT_THRESHOLD",
+    "disk": "DISK_ALERT_THRESHOLD",
+}
+
+
+def alert_threshold(setting: str, crit: float) -> tuple[float, float]:
+    """(warn, crit) of a percentage whose warning comes from ``setting`` (read now, so a check
+    made before a change follows it): the critical default stays, raised to the warning when
+    the warning is above it, since a warning may not lie beyond the critical threshold."""
+    warn = float(getattr(settings, setting))
+    return warn, max(float(crit), warn)
 
 
 @register
@@ -59,6 +75,8 @@ class SystemKind(CheckKind):
         if metric == "load":
             cores = psutil.cpu_count() or 1
             return float(cores), float(cores * 2), "above"
+        if metric in ALERT_THRESHOLD_SETTINGS:
+            warn, crit = alert_threshold(ALERT_THRESHOLD_SETTINGS[metric], crit)
         return warn, crit, direction
 
     def unit_for(self, config: dict[str, Any]) -> str:

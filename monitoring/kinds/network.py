@@ -20,6 +20,7 @@ from monitoring.kinds import (
     require_str,
 )
 from monitoring.kinds.common import accept_database_key, choice, validate_database_target
+from monitoring.kinds.host import alert_threshold
 from monitoring.models import CheckStatus
 
 if TYPE_CHECKING:
@@ -134,7 +135,8 @@ class RedisKind(CheckKind):
     def default_thresholds(self, config: dict[str, Any]) -> tuple[float | None, float | None, str]:
         metric = config.get("metric", "memory")
         if metric == "memory":
-            return 75, 90, "above"
+            warn, crit = alert_threshold("REDIS_ALERT_THRESHOLD", 90)
+            return warn, crit, "above"
         if metric == "latency":
             return 100, 1000, "above"
         return None, None, "above"
