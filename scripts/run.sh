@@ -41,10 +41,20 @@ pids+=($!)
 python manage.py qcluster &
 pids+=($!)
 
-# The summary says "running" only once the web server accepts connections (at most 30 s).
-for _ in $(seq 150); do
-  (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null && break
+# The summary says "running" once the web application answers a request, not merely when the
+# port is open: gunicorn's worker loads Django after the port opens (seconds on a busy machine).
+answers() {
+  local status=""
+  { exec 3<>"/dev/tcp/$HOST/$PORT"; } 2>/dev/null || return 1
+  printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$HOST" >&3
+  read -r -t 10 status <&3 || true
+  exec 3<&- 3>&-
+  [[ "$status" == HTTP/* ]]
+}
+deadline=$((SECONDS + 60))
+until answers; do
   kill -0 "${pids[0]}" 2>/dev/null || break
+  [ "$SECONDS" -lt "$deadline" ] || break
   sleep 0.2
 done
 printf '%s\n' "$summary"

@@ -16,10 +16,11 @@ import psutil
 
 from tests.conftest import ROOT, manage
 
-# Both starts together stay well under 30 s on an idle machine (about 13 s + 5 s measured on a
-# busy one); each wait is bounded on its own so a hang fails with the output shown.
-FIRST_START_LIMIT = 45
-LATER_START_LIMIT = 25
+# Both starts and stops together take about 13 s on a quiet machine (each start waits for the
+# web application to answer); the bounds leave room for a machine under heavy load (55 s seen
+# at a load of 12 on 2 cores), and a hang still fails with the output shown.
+FIRST_START_LIMIT = 60
+LATER_START_LIMIT = 45
 STOP_LIMIT = 12
 
 
