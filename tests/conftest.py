@@ -136,9 +136,13 @@ class LoopbackServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.request_queue_size = 1024
+        class Server(ThreadingHTTPServer):
+            # Read by the constructor's listen(): set afterwards it is ignored, the backlog
+            # stays at 5 and bursts of connections wait for a 1 s SYN retry.
+            request_queue_size = 1024
+            daemon_threads = True
+
+        server = Server(("127.0.0.1", 0), Handler)
         self._server = server
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
         threading.Thread(
