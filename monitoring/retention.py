@@ -1,36 +1,96 @@
-"""What housekeeping deletes of the monitoring app's data: old runs, resolved alerts, reports."""
+"""What housekeeping deletes of the monitoring app's data: old runs, rollups, resolved alerts, reports."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
 
 from monitoring.models import Alert, AlertStatus, Check, CheckRun, Report
+from monitoring.models.history import CheckRollup, RollupPeriod
 from opsconsole.housekeeping import ChunkedDeleter, RuleResult, older_than
 from opsconsole.registries import RetentionRule, register_retention_rule
+
+# Old runs are deleted in time slices, oldest first: each chunk's SELECT walks one slice of
+# checkrun_latest_idx instead of re-reading, after every chunk, the dead index entries that
+# the chunks before it left at the front of the whole range.
+RUN_SLICE = timedelta(minutes=5)
+# Checks whose last-N boundary is older than the cutoff are excluded by id from the sliced
+# pass and cleaned one by one; past this many, every check is cleaned one by one.
+MAX_EXCLUDED_CHECKS = 500
+
+
+def _keep_boundaries(keep_last: int) -> dict[int, tuple[datetime, int] | None]:
+    """Each check's ``keep_last``-th newest run as (created_at, id), None when it has fewer
+    runs: one query, an index lookup per check on checkrun_check_latest_idx."""
+    nth = CheckRun.objects.filter(check_obj_id=models.OuterRef("pk")).order_by("-created_at", "-id")
+    rows = (
+        Check.objects.order_by()
+        .annotate(
+            keep_at=models.Subquery(nth.values("created_at")[keep_last - 1 : keep_last]),
+            keep_id=models.Subquery(nth.values("id")[keep_last - 1 : keep_last]),
+        )
+        .values_list("pk", "keep_at", "keep_id")
+    )
+    return {pk: (at, run_id) if at is not None else None for pk, at, run_id in rows}
 
 
 def _check_runs(now: datetime, deleter: ChunkedDeleter, result: RuleResult) -> None:
     cutoff = now - timedelta(days=settings.CHECKRUN_RETENTION_DAYS)
     keep_last = settings.CHECKRUN_KEEP_LAST
-    for check_id in Check.objects.order_by("id").values_list("id", flat=True):
-        runs = CheckRun.objects.filter(check_obj_id=check_id)
-        old = runs.filter(created_at__lt=cutoff, status_changed=False)
-        if keep_last:
-            # The newest ``keep_last`` runs stay whatever their age: the boundary is the
-            # keep_last-th newest run by (created_at, id), read from checkrun_check_latest_idx.
-            boundary = list(
-                runs.order_by("-created_at", "-id").values_list("created_at", "id")[
-                    keep_last - 1 : keep_last
-                ]
+    old = CheckRun.objects.filter(created_at__lt=cutoff, status_changed=False)
+    # Checks whose newest ``keep_last`` runs reach back past the cutoff (rare runs, or a
+    # check stopped long ago) need their own boundary; for every other check (a check that
+    # runs every few minutes) all its old runs may go. New runs only move boundaries newer,
+    # so runs found deletable stay deletable while the pass lasts.
+    special: dict[int, tuple[datetime, int] | None] = {}
+    if keep_last:
+        special = {
+            pk: boundary
+            for pk, boundary in _keep_boundaries(keep_last).items()
+            if boundary is None or boundary[0] < cutoff
+        }
+    per_check = special
+    if len(special) > MAX_EXCLUDED_CHECKS:
+        per_check = {
+            pk: special.get(pk, (cutoff, 0)) for pk in Check.objects.values_list("pk", flat=True)
+        }
+        bulk = None
+    else:
+        bulk = old.exclude(check_obj_id__in=list(special)) if special else old
+    if bulk is not None:
+        oldest = bulk.order_by("created_at").values_list("created_at", flat=True).first()
+        while oldest is not None:
+            until = min(oldest + RUN_SLICE, cutoff)
+            deleter.delete(bulk.filter(created_at__gte=oldest, created_at__lt=until), result)
+            # The next run left, so that a gap in the history costs one probe, not a slice
+            # per 5 minutes of it.
+            oldest = (
+                bulk.filter(created_at__gte=until)
+                .order_by("created_at")
+                .values_list("created_at", flat=True)
+                .first()
             )
-            if not boundary:
-                continue
-            at, run_id = boundary[0]
-            old = old.filter(models.Q(created_at__lt=at) | models.Q(created_at=at, id__lt=run_id))
-        deleter.delete(old, result)
+    for check_id, boundary in sorted(per_check.items()):
+        if boundary is None:
+            continue  # fewer than keep_last runs: all of them stay
+        at, run_id = boundary
+        deleter.delete(
+            old.filter(check_obj_id=check_id).filter(
+                models.Q(created_at__lt=at) | models.Q(created_at=at, id__lt=run_id)
+            ),
+            result,
+        )
+
+
+def _rollups(period: int, days: Callable[[], int]) -> Callable[[datetime], models.QuerySet]:
+    def build(now: datetime) -> models.QuerySet:
+        # Served by checkrollup_age_idx (period, bucket).
+        return CheckRollup.objects.filter(period=period, bucket__lt=now - timedelta(days=days()))
+
+    return build
 
 
 def _resolved_alerts(now: datetime) -> models.QuerySet:
@@ -53,6 +113,20 @@ def register_rules() -> None:
                 f"{settings.CHECKRUN_KEEP_LAST} and every status change per check"
             ),
             _check_runs,
+        )
+    )
+    register_retention_rule(
+        older_than(
+            "check rollups (5 min)",
+            lambda: f"5-minute rollups older than {settings.CHECKROLLUP_5M_RETENTION_DAYS} days",
+            _rollups(RollupPeriod.FIVE_MINUTES, lambda: settings.CHECKROLLUP_5M_RETENTION_DAYS),
+        )
+    )
+    register_retention_rule(
+        older_than(
+            "check rollups (1 h)",
+            lambda: f"hourly rollups older than {settings.CHECKROLLUP_1H_RETENTION_DAYS} days",
+            _rollups(RollupPeriod.HOUR, lambda: settings.CHECKROLLUP_1H_RETENTION_DAYS),
         )
     )
     register_retention_rule(

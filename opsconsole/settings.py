@@ -334,8 +334,12 @@ METRICS_SNAPSHOT_SECONDS = env_duration("METRICS_SNAPSHOT_SECONDS", 15, minimum=
 # When set, /metrics needs "Authorization: Bearer <METRICS_TOKEN>".
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # Retention (manage.py housekeeping, daily).
-CHECKRUN_RETENTION_DAYS = env_int("CHECKRUN_RETENTION_DAYS", 30, minimum=1)
+# Raw runs are kept briefly (charts past a day and uptime read rollups and status changes);
+# every status change and the last CHECKRUN_KEEP_LAST runs per check stay whatever their age.
+CHECKRUN_RETENTION_DAYS = env_int("CHECKRUN_RETENTION_DAYS", 2, minimum=1)
 CHECKRUN_KEEP_LAST = env_int("CHECKRUN_KEEP_LAST", 100, minimum=0)
+CHECKROLLUP_5M_RETENTION_DAYS = env_int("CHECKROLLUP_5M_RETENTION_DAYS", 35, minimum=1)
+CHECKROLLUP_1H_RETENTION_DAYS = env_int("CHECKROLLUP_1H_RETENTION_DAYS", 400, minimum=31)
 RESOLVED_ALERT_RETENTION_DAYS = env_int("RESOLVED_ALERT_RETENTION_DAYS", 180, minimum=1)
 BACKLOG_PROCESSED_RETENTION_DAYS = env_int("BACKLOG_PROCESSED_RETENTION_DAYS", 7, minimum=1)
 BATCH_RETENTION_DAYS = env_int("BATCH_RETENTION_DAYS", 90, minimum=1)

@@ -255,6 +255,51 @@ def test_status_strip_shows_the_last_24_hours_by_worst_status():
     assert 'class="strip-cell strip-critical"' in svg
 
 
+# --- retention ---------------------------------------------------------------------------------
+
+
+def test_retention_keeps_status_changes_the_last_n_and_recent_runs(settings):
+    from opsconsole.housekeeping import run_housekeeping
+
+    settings.CHECKRUN_RETENTION_DAYS = 2
+    settings.CHECKRUN_KEEP_LAST = 5
+    now = timezone.now()
+    busy, rare, stopped = make_check("busy"), make_check("rare"), make_check("stopped")
+    # busy: every 30 min for 4 days (newest 5 are recent); rare: daily for 10 days;
+    # stopped: 3 runs a month ago (fewer than N: all stay)
+    CheckRun.objects.bulk_create(
+        [run(busy, now - timedelta(minutes=30 * i), changed=(i == 150)) for i in range(192)]
+        + [run(rare, now - timedelta(days=i, minutes=1), changed=(i == 9)) for i in range(10)]
+        + [run(stopped, now - timedelta(days=30, minutes=i)) for i in range(3)]
+    )
+    old_rollup = CheckRollup.objects.create(
+        check_obj=busy, period=300, bucket=now - timedelta(days=36)
+    )
+    kept_rollup = CheckRollup.objects.create(
+        check_obj=busy, period=3600, bucket=now - timedelta(days=36)
+    )
+    cutoff = now - timedelta(days=2)
+    outcome = run_housekeeping(now=now)
+    busy_left = list(
+        CheckRun.objects.filter(check_obj=busy).values_list("created_at", "status_changed")
+    )
+    # two days of half-hours (the one exactly at the cutoff stays) and the old status change
+    assert len(busy_left) == 97 + 1
+    assert all(at >= cutoff or changed for at, changed in busy_left)
+    # rare: the last 5 (days 0-4) are kept, and the day-9 status change
+    rare_days = sorted(
+        round((now - at).total_seconds() / 86400)
+        for at in CheckRun.objects.filter(check_obj=rare).values_list("created_at", flat=True)
+    )
+    assert rare_days == [0, 1, 2, 3, 4, 9]
+    assert CheckRun.objects.filter(check_obj=stopped).count() == 3
+    assert not CheckRollup.objects.filter(pk=old_rollup.pk).exists()
+    assert CheckRollup.objects.filter(pk=kept_rollup.pk).exists()
+    removed = {r.name: r.removed for r in outcome.results}
+    assert removed["check runs"] == (192 - 98) + (10 - 6)
+    assert removed["check rollups (5 min)"] == 1
+
+
 def test_rollups_command_recomputes_the_recent_buckets_and_refuses_a_bad_duration():
     from io import StringIO
 

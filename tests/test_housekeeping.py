@@ -7,6 +7,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Task
@@ -24,7 +25,7 @@ def seeded():
     """Rows on both sides of every retention line; returns the ids that must survive."""
     now = timezone.now()
     keep: dict[str, set] = {}
-    # check A: 150 runs, one every 6 hours back from now -> 130+ older than 30 days
+    # check A: 150 runs, one every 6 hours back from now -> most older than the retention
     a = Check.objects.create(name="a", kind="http", config={"url": "http://127.0.0.1:9/"})
     runs = [
         CheckRun(check_obj=a, status="ok", created_at=now - timedelta(hours=6 * i))
@@ -38,7 +39,7 @@ def seeded():
         .order_by("-created_at", "-id")
         .values_list("id", "status_changed", "created_at")
     )
-    cutoff = now - timedelta(days=30)
+    cutoff = now - timedelta(days=settings.CHECKRUN_RETENTION_DAYS)
     keep["a"] = {
         rid for i, (rid, changed, at) in enumerate(ordered) if i < 100 or changed or at >= cutoff
     }
