@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import messages
+from django.db.models import Count, Window
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -119,11 +120,14 @@ BATCHES_SHOWN = 10
 
 
 def batches_in_flight(now: datetime) -> dict[str, Any]:
-    in_flight = BatchOperation.objects.filter(status__in=ACTIVE_STATUSES)
-    return {
-        "batches": list(in_flight.order_by("-created_at")[:BATCHES_SHOWN]),
-        "total": in_flight.count(),
-    }
+    in_flight = BatchOperation.objects.filter(status__in=ACTIVE_STATUSES).defer("payload")
+    # COUNT(*) OVER () is computed before the LIMIT: one query gives the rows and the total.
+    batches = list(
+        in_flight.annotate(in_flight_total=Window(Count("id"))).order_by("-created_at")[
+            :BATCHES_SHOWN
+        ]
+    )
+    return {"batches": batches, "total": batches[0].in_flight_total if batches else 0}
 
 
 def register_panels() -> None:

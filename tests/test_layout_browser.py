@@ -48,6 +48,8 @@ BROKEN_WORDS_JS = """
 }
 """
 
+FULL_PAGE_SHOTS = {"dashboard", "check-http", "check-heartbeat", "alert-open", "report"}
+
 OVERFLOW_JS = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
@@ -255,6 +257,7 @@ def pages(data: dict[str, Any]) -> list[tuple[str, str, str | None]]:
         "backlog/backlogentry",
         "batches/batchoperation",
         "batches/batchitem",
+        "monitoring/report",
     ):
         listed.append((f"admin-{model.split('/')[1]}", f"/admin/{model}/", "#result_list tbody a"))
     return listed
@@ -300,7 +303,10 @@ def visit(
                 target.click(trial=True, timeout=3_000)
             except Exception as exc:  # noqa: BLE001 - reported with the page, not raised
                 problems.append(f"main action {action!r} is not clickable: {exc}")
-    page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{width}.png"), full_page=True)
+    # Whole pages for the ones a user looks at most (and the README's), the first screen of
+    # the others: a full-page capture of every page would double the test's time.
+    full = name in FULL_PAGE_SHOTS or bool(problems)
+    page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{width}.png"), full_page=full)
     return problems
 
 

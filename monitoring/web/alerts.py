@@ -53,7 +53,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
         alerts.annotate(order=_status_order()).order_by("order", "-opened_at", "-id")[:200]
     )
     now = timezone.now()
-    muted = muted_until({a.check_obj for a in alerts if a.check_obj and a.is_active}, now)
+    muted = muted_until({a.check_obj_id for a in alerts if a.check_obj_id and a.is_active}, now)
     for alert in alerts:
         alert.check_muted_until = muted.get(alert.check_obj_id)
     rows = [(alert, format_duration(alert.duration(now).total_seconds())) for alert in alerts]
@@ -86,7 +86,7 @@ def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
             "duration": format_duration(alert.duration(now).total_seconds()),
             "snoozed": alert.is_snoozed(now),
             "snooze_choices": SNOOZE_CHOICES,
-            "check_muted_until": muted_until([check], now).get(check.pk) if check else None,
+            "check_muted_until": muted_until([check.pk], now).get(check.pk) if check else None,
         },
     )
 

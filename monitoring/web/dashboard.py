@@ -13,7 +13,7 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, Count, IntegerField, Value, When, Window
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -31,7 +31,7 @@ from monitoring.models import (
     CheckStatus,
 )
 from monitoring.observability.readings import QueueReading, overall_state, read_queue
-from monitoring.web.mutes import muted_until
+from monitoring.web.mutes import mute_end
 from opsconsole.page_access import staff_page
 from opsconsole.registries import DashboardPanel, dashboard_panels, register_panel
 
@@ -84,10 +84,11 @@ def check_groups(checks: list[Check]) -> list[dict[str, Any]]:
     return result
 
 
-def freshness_panel(now: datetime) -> dict[str, Any] | None:
-    """Newest data of each freshness check: its age is the check's value."""
+def freshness_rows(checks: list[Check]) -> list[dict[str, Any]]:
+    """Newest data of each freshness check (its age is the check's value), from the checks
+    the dashboard has already read."""
     rows = []
-    for check in Check.objects.filter(kind="freshness").only(*CHECK_FIELDS).order_by("name"):
+    for check in sorted((c for c in checks if c.kind == "freshness"), key=lambda c: c.name):
         age_seconds = check.last_value
         newest = None
         if age_seconds is not None and check.last_run_at is not None:
@@ -95,7 +96,7 @@ def freshness_panel(now: datetime) -> dict[str, Any] | None:
         rows.append(
             {"check": check, "source": check.name, "newest": newest, "age_seconds": age_seconds}
         )
-    return {"rows": rows} if rows else None
+    return rows
 
 
 def open_alerts() -> dict[str, Any]:
@@ -109,10 +110,13 @@ def open_alerts() -> dict[str, Any]:
     )
     alerts = list(
         active.select_related("check_obj")
-        .annotate(severity_rank=rank)
+        # COUNT(*) OVER () is computed before the LIMIT: every row carries the number of
+        # active alerts, which spares the page a second query.
+        .annotate(severity_rank=rank, active_total=Window(Count("id")))
         .order_by("severity_rank", "-status", "-opened_at", "-id")[:ALERTS_SHOWN]
     )
-    return {"alerts": alerts, "total": active.count(), "unnotified": unnotified_alerts()}
+    total = alerts[0].active_total if alerts else 0
+    return {"alerts": alerts, "total": total, "unnotified": unnotified_alerts()}
 
 
 def system_resources(now: datetime) -> dict[str, Any]:
@@ -140,30 +144,31 @@ def queue_state(now: datetime) -> QueueReading:
 
 def register_panels() -> None:
     """This app's panels; called from ``MonitoringConfig.ready``."""
-    register_panel(DashboardPanel("freshness", "pages/panels/freshness.html", freshness_panel, 10))
     register_panel(DashboardPanel("resources", "pages/panels/resources.html", system_resources, 40))
     register_panel(DashboardPanel("queue", "pages/panels/queue.html", queue_state, 50))
 
 
 def annotate_checks(checks: list[Check], now: datetime) -> dict[int, Check]:
-    """Puts on each check what its dashboard row shows beside its state: uptime over 24 h,
-    the 24-hour status strip and when its mute ends. A fixed number of queries for any
-    number of checks (the history module reads rollups and status changes in bulk)."""
+    """Puts on each check what its dashboard row shows beside its state: uptime over 24 h and
+    the 24-hour status strip. A fixed number of queries for any number of checks (the
+    history module reads rollups and status changes in bulk)."""
     ids = [check.pk for check in checks]
     uptime = uptimes(ids, now)
     strips = status_strips(ids, now)
-    muted = muted_until(checks, now)
     for check in checks:
         shares = uptime.get(check.pk)
         check.uptime_24h = shares.d1 if shares else None
         check.strip = render_strip(strips.get(check.pk, []))
-        check.muted_until = muted.get(check.pk)
     return {check.pk: check for check in checks}
 
 
 def dashboard_context() -> dict[str, Any]:
     now = timezone.now()
-    checks = list(Check.objects.only(*CHECK_FIELDS).order_by("component", "name"))
+    checks = list(
+        Check.objects.only(*CHECK_FIELDS)
+        .annotate(muted_until=mute_end(now))
+        .order_by("component", "name")
+    )
     by_id = annotate_checks(checks, now)
     alerts = open_alerts()
     for alert in alerts["alerts"]:
@@ -178,6 +183,7 @@ def dashboard_context() -> dict[str, Any]:
         "now": now,
         "overall": overall_state(),
         "groups": check_groups(checks),
+        "freshness": {"rows": rows} if (rows := freshness_rows(checks)) else None,
         "check_total": len(checks),
         "alerts": alerts,
         "panels": panels,

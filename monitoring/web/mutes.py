@@ -6,28 +6,34 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from django.db.models import OuterRef, Q, Subquery
+
 from monitoring.models import Check, MaintenanceWindow
 
 
-def muted_until(checks: Iterable[Check], now: datetime) -> dict[int, datetime]:
-    """Check id -> when its latest active window ends, for the muted ones among ``checks``.
-
-    One query for any number of checks: the active windows are few (served by
-    maintenance_ends_idx), and a window covers its check, its component, or everything when
-    it names neither, as ``MaintenanceWindow.covers`` decides for alerts."""
-    windows = list(
-        MaintenanceWindow.objects.active(now).values_list("check_obj_id", "component", "ends_at")
+def mute_end(now: datetime) -> Subquery:
+    """For annotating checks: when the latest active window covering the check ends (NULL when
+    none does). A window covers its check, its component, or everything when it names
+    neither, as ``MaintenanceWindow.covers`` decides for alerts. As an annotation it costs no
+    query of its own; the active windows are few (maintenance_ends_idx)."""
+    unbound = Q(check_obj__isnull=True)
+    covering = MaintenanceWindow.objects.active(now).filter(
+        Q(check_obj_id=OuterRef("pk"))
+        | (unbound & Q(component=OuterRef("component")))
+        | (unbound & Q(component=""))
     )
-    if not windows:
+    return Subquery(covering.order_by("-ends_at").values("ends_at")[:1])
+
+
+def muted_until(checks: Iterable[Check | int], now: datetime) -> dict[int, datetime]:
+    """Check id -> when its mute ends, for the muted ones among ``checks`` (checks or ids; one
+    query)."""
+    ids = [c if isinstance(c, int) else c.pk for c in checks]
+    if not ids:
         return {}
-    result: dict[int, datetime] = {}
-    for check in checks:
-        for check_id, component, ends_at in windows:
-            covers = (
-                check_id == check.pk
-                if check_id
-                else (component == check.component if component else True)
-            )
-            if covers and (check.pk not in result or ends_at > result[check.pk]):
-                result[check.pk] = ends_at
-    return result
+    return dict(
+        Check.objects.filter(pk__in=ids)
+        .annotate(until=mute_end(now))
+        .filter(until__isnull=False)
+        .values_list("pk", "until")
+    )
