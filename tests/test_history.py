@@ -204,6 +204,44 @@ def test_uptime_is_the_share_of_time_not_critical_from_status_changes(timeline):
     assert later[young.pk].d1 == pytest.approx(100 * 22 / 24)
 
 
+def test_uptime_summed_by_the_database_matches_the_timeline_walked_in_python(timeline):
+    from monitoring.history import uptime
+
+    ids = [c.pk for c in timeline]
+    for now in (T, T - timedelta(hours=10), T - timedelta(days=9, hours=20), T + timedelta(days=3)):
+        changes = uptime._changes_in_python(ids, now - timedelta(days=30), now)
+        before = {c.pk: None for c in timeline}
+        for check_id in ids:
+            older = (
+                CheckRun.objects.filter(
+                    check_obj_id=check_id,
+                    status_changed=True,
+                    created_at__lte=now - timedelta(days=30),
+                )
+                .order_by("-created_at")
+                .first()
+            )
+            before[check_id] = older.status if older else None
+        walked = {
+            check_id: Uptime(
+                **{
+                    key: uptime._share_up(
+                        before[check_id], changes.get(check_id, []), now - span, now
+                    )
+                    for key, span in uptime.WINDOWS.items()
+                }
+            )
+            for check_id in ids
+        }
+        summed = uptimes(ids, now=now)
+        for check_id in ids:
+            for key in ("d1", "d7", "d30"):
+                a, b = getattr(summed[check_id], key), getattr(walked[check_id], key)
+                assert (a is None) == (b is None) and (
+                    a is None or a == pytest.approx(b, abs=1e-6)
+                ), (now, check_id, key)
+
+
 def test_uptime_takes_two_queries_for_any_number_of_checks(timeline, django_assert_max_num_queries):
     extra = [make_check(f"more-{i}") for i in range(20)]
     with django_assert_max_num_queries(2):

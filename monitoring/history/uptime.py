@@ -3,8 +3,9 @@
 A check's status only changes through ``Check.record``, which marks that run
 ``status_changed``; such runs are kept whatever their age (retention), so the timeline of
 a check is exact without reading its other runs. Two queries for any number of checks: the
-changes inside the last 30 days (the partial index ``checkrun_changes_idx``) and the status
-each check had when the 30 days began (the newest change before, same index).
+changes inside the last 30 days, summed per check and window by the database (the partial
+index ``checkrun_changes_idx``), and the status each check had when the 30 days began (the
+newest change before, same index).
 
 Time before a check's first status change is no data: it counts neither for nor against,
 and a check with no data in a window has ``None`` for it. Paused and unknown are not
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
@@ -63,13 +65,95 @@ def _share_up(
     return 100.0 * (known - down) / known
 
 
-def uptimes(check_ids: Iterable[int], now: datetime | None = None) -> dict[int, Uptime]:
-    """Uptime over 24 h, 7 d and 30 d of each check, keyed by check id."""
-    now = now or timezone.now()
-    ids = list(check_ids)
-    if not ids:
-        return {}
-    start = now - WINDOWS["d30"]
+# Seconds of a status span [t0, t1) inside a window [ws, now), per database: the span ends at
+# the next status change of the check (LEAD) or now.
+_SPAN_SECONDS = {
+    "postgresql": "GREATEST(0, EXTRACT(EPOCH FROM (t1 - GREATEST(t0, %s))))",
+    "sqlite": "MAX(0, (julianday(t1) - MAX(julianday(t0), julianday(%s))) * 86400.0)",
+}
+# SQLite binds one parameter per id: the ids go in chunks below its limit.
+_SQLITE_IDS_PER_QUERY = 2000
+
+
+def _spans_in_sql(
+    ids: list[int], start: datetime, now: datetime
+) -> dict[int, tuple[datetime, dict[str, tuple[float, float]]]]:
+    """Per check with a status change in ``(start, now]``: the first such change and, per
+    window, (seconds known, seconds critical) from that change on, summed by the database
+    (one row per check instead of every change)."""
+    vendor = connection.vendor
+    seconds = _SPAN_SECONDS[vendor]
+    adapt = connection.ops.adapt_datetimefield_value
+    columns, column_params = [], []
+    for span in WINDOWS.values():
+        window_start = adapt(now - span)
+        columns.append(f"SUM({seconds})")
+        columns.append(f"SUM(CASE WHEN status = %s THEN {seconds} ELSE 0 END)")
+        column_params += [window_start, CheckStatus.CRITICAL.value, window_start]
+    table = CheckRun._meta.db_table
+    chunks = (
+        [ids]
+        if vendor == "postgresql"
+        else [ids[i : i + _SQLITE_IDS_PER_QUERY] for i in range(0, len(ids), _SQLITE_IDS_PER_QUERY)]
+    )
+    found: dict[int, tuple[datetime, dict[str, tuple[float, float]]]] = {}
+    for chunk in chunks:
+        if vendor == "postgresql":
+            id_filter, id_params = "check_id = ANY(%s)", [chunk]
+        else:
+            id_filter, id_params = f"check_id IN ({', '.join(['%s'] * len(chunk))})", chunk
+        # Served by checkrun_changes_idx (check_id, created_at) WHERE status_changed.
+        sql = f"""
+            SELECT check_id, MIN(t0), {", ".join(columns)}
+            FROM (
+                SELECT check_id, status, created_at AS t0,
+                       LEAD(created_at, 1, %s) OVER (
+                           PARTITION BY check_id ORDER BY created_at, id) AS t1
+                FROM {table}
+                WHERE status_changed AND {id_filter} AND created_at > %s AND created_at <= %s
+            ) AS spans
+            GROUP BY check_id"""
+        params = [*column_params, adapt(now), *id_params, adapt(start), adapt(now)]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            for check_id, first, *sums in cursor.fetchall():
+                found[check_id] = (
+                    as_datetime(first),
+                    {
+                        key: (float(sums[2 * i] or 0), float(sums[2 * i + 1] or 0))
+                        for i, key in enumerate(WINDOWS)
+                    },
+                )
+    return found
+
+
+def _combine(
+    before: str | None,
+    spans: tuple[datetime, dict[str, tuple[float, float]]] | None,
+    now: datetime,
+) -> Uptime:
+    """Adds to the summed spans the stretch of each window before the check's first change
+    in the 30 days, in the status it had when they began (``before``; None: no data)."""
+    shares: dict[str, float | None] = {}
+    for key, span in WINDOWS.items():
+        window_start = now - span
+        known, down = spans[1][key] if spans else (0.0, 0.0)
+        lead_in = (
+            max(0.0, (spans[0] - window_start).total_seconds())
+            if spans
+            else (now - window_start).total_seconds()
+        )
+        if before is not None:
+            known += lead_in
+            if before == CheckStatus.CRITICAL:
+                down += lead_in
+        shares[key] = 100.0 * (known - down) / known if known > 0 else None
+    return Uptime(**shares)
+
+
+def _changes_in_python(
+    ids: list[int], start: datetime, now: datetime
+) -> dict[int, list[tuple[datetime, str]]]:
     changes: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
     for check_id, at, status in raw_rows(
         CheckRun.objects.filter(
@@ -79,6 +163,16 @@ def uptimes(check_ids: Iterable[int], now: datetime | None = None) -> dict[int, 
         .values_list("check_obj_id", "created_at", "status")
     ):
         changes[check_id].append((as_datetime(at), status))
+    return changes
+
+
+def uptimes(check_ids: Iterable[int], now: datetime | None = None) -> dict[int, Uptime]:
+    """Uptime over 24 h, 7 d and 30 d of each check, keyed by check id."""
+    now = now or timezone.now()
+    ids = list(check_ids)
+    if not ids:
+        return {}
+    start = now - WINDOWS["d30"]
     newest_before = (
         CheckRun.objects.filter(
             check_obj_id=OuterRef("pk"), status_changed=True, created_at__lte=start
@@ -92,6 +186,12 @@ def uptimes(check_ids: Iterable[int], now: datetime | None = None) -> dict[int, 
         .annotate(before=Subquery(newest_before))
         .values_list("pk", "before")
     )
+    if connection.vendor in _SPAN_SECONDS:
+        spans = _spans_in_sql(ids, start, now)
+        return {
+            check_id: _combine(before.get(check_id), spans.get(check_id), now) for check_id in ids
+        }
+    changes = _changes_in_python(ids, start, now)
     return {
         check_id: Uptime(
             **{
