@@ -307,6 +307,9 @@ def visit(
     # the others: a full-page capture of every page would double the test's time.
     full = name in FULL_PAGE_SHOTS or bool(problems)
     page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{width}.png"), full_page=full)
+    if full:
+        # The first screen alone, as a user sees it on opening the page (docs/screenshots).
+        page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{width}-screen.png"))
     return problems
 
 
