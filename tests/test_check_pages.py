@@ -16,6 +16,7 @@ from monitoring.history.rollups import refresh_rollups
 from monitoring.kinds import Observation
 from monitoring.models import Alert, Check, CheckRun, MaintenanceWindow
 from monitoring.observability.activity import recent_events
+from monitoring.web.checks import uptime_text
 from opsconsole import registries
 
 pytestmark = pytest.mark.django_db
@@ -173,6 +174,14 @@ def test_check_page_shows_uptime_over_three_windows_and_the_strip(staff_client):
     assert "<dt>Uptime 7 d</dt><dd>91.07 %</dd>" in uptimes
     assert "<dt>Uptime 30 d</dt><dd>93.75 %</dd>" in uptimes
     assert '<svg class="strip"' in body and "strip-critical" in body
+
+
+def test_uptime_reads_rounded_down_never_100_when_down_and_ignores_float_noise(once_per_suite):
+    assert uptime_text(None) == "—"
+    assert uptime_text(100.0) == "100 %"
+    assert uptime_text(99.99996) == "99.99 %"  # down 1 s in 30 days is not 100 %
+    assert uptime_text(91.0714) == "91.07 %"
+    assert uptime_text(49.99999972) == "50.00 %"  # SQLite's julianday arithmetic
 
 
 @pytest.mark.parametrize(

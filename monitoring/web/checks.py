@@ -106,7 +106,10 @@ def uptime_text(percent: float | None) -> str:
         return "—"
     if percent >= 100:
         return "100 %"
-    return f"{math.floor(percent * 100) / 100:.2f} %"
+    # Rounded to 4 places first: the database's time arithmetic (SQLite's julianday) leaves
+    # 49.9999997 where 50 was meant, which rounding down alone would show as 49.99.
+    shown = min(math.floor(round(percent, 4) * 100) / 100, 99.99)
+    return f"{shown:.2f} %"
 
 
 def uptime_cells(uptime: Uptime | None) -> list[tuple[str, str]]:
