@@ -71,9 +71,10 @@ class _Batch:
 class Runner:
     """Claims, probes and records due checks; ``handle_one`` is one turn of its loop.
 
-    ``concurrency``: probes in flight at most (default CHECKS_MAX_CONCURRENCY). A new batch is
-    claimed only when a quarter of that is free (or nothing is in flight), so claims stay
-    batches, not one check at a time. ``horizon``: a scheduled pass takes slots due up to
+    ``concurrency``: probes in flight at most (default CHECKS_MAX_CONCURRENCY). A batch is at
+    most half of that, so one batch probes while another is recorded, and a new one is claimed
+    only when a quarter is free (or nothing is in flight), so claims stay batches, not one
+    check at a time. ``horizon``: a scheduled pass takes slots due up to
     that moment and moves each check past it (``next_slot``), so it runs each check once and
     ends; the loop (``horizon=None``) takes slots as they fall due. ``only``: these checks.
     """
@@ -124,7 +125,8 @@ class Runner:
         now = timezone.now()
         checks = Check.claim_due(
             now,
-            limit=free,
+            # At most half the room: while one batch is recorded another is probing.
+            limit=min(free, max(1, self.concurrency // 2)),
             owner=owner,
             lease_for=lease_seconds,
             until=self.horizon,
@@ -190,7 +192,7 @@ class Runner:
             result.run, result.error = p.run, p.error
             if p.run is not None:
                 recorded += 1
-            elif p.error and "lease" not in p.error:
+            elif not p.superseded:
                 # Not stored (the database refused it): the slot is given up, so the check
                 # runs again at its next slot, not in a retry storm.
                 logger.warning(
@@ -228,7 +230,12 @@ class Runner:
                 last_stall_check = time.monotonic()
             # A connection the database dropped (a restart, a failover) is replaced.
             close_old_connections()
-            self.handle_one(wait=POLL_SECONDS)
+            try:
+                self.handle_one(wait=POLL_SECONDS)
+            except Exception:  # noqa: BLE001 - the loop outlives a database outage
+                # What this turn held runs again when its leases end, on any runner.
+                logger.exception("check runner turn failed; retrying in %gs", POLL_SECONDS)
+                should_stop.wait(POLL_SECONDS)
         self.finish(give_up)
 
     def finish(self, give_up: threading.Event | None = None) -> None:

@@ -504,6 +504,9 @@ class PendingRun:
     after: datetime | None = None
     run: CheckRun | None = None
     error: str | None = None
+    # Not recorded because it is not this run's to record (its check is gone, or its slot's
+    # lease went to another runner), as opposed to a run the database refused.
+    superseded: bool = False
     # Set by record_runs: the evaluated run, before debounce.
     _evaluated: tuple[str, str, dict[str, Any]] | None = field(default=None, repr=False)
 
@@ -538,8 +541,22 @@ def record_runs(pending: list[PendingRun], *, isolate: bool = True, locked: bool
     pending = [p for p in pending if p.run is None]
     if not pending:
         return
+    ready = []
     for p in pending:
-        p._evaluated = _evaluate(p)
+        try:
+            p._evaluated = _evaluate(p)
+        except Exception as exc:
+            if not isolate:
+                raise
+            p.error = f"not recorded: {type(exc).__name__}: {exc}"
+            logger.exception(
+                "recording the run of %s failed", p.check.name, extra={"check": p.check.name}
+            )
+        else:
+            ready.append(p)
+    pending = ready
+    if not pending:
+        return
     try:
         _store(pending, locked=locked)
     except Exception:
@@ -547,7 +564,7 @@ def record_runs(pending: list[PendingRun], *, isolate: bool = True, locked: bool
             raise
         # Rolled back: retried a run at a time, each from the checks' state read afresh.
         for p in pending:
-            p.run = p.error = None
+            p.run, p.error, p.superseded = None, None, False
         for p in pending:
             try:
                 _store([p], locked=False)
@@ -673,12 +690,13 @@ def _store(pending: list[PendingRun], *, locked: bool) -> None:
         for p in pending:
             row = current.get(p.check.pk)
             if row is None:
-                p.error = "not recorded: the check was deleted"
+                p.error, p.superseded = "not recorded: the check was deleted", True
                 continue
             if p.lease_owner and (
                 row["lease_owner"] != p.lease_owner or row["lease_slot_at"] != p.slot_at
             ):
                 p.error = "not recorded: the lease on this slot was lost to another runner"
+                p.superseded = True
                 continue
             check = p.check
             for name, value in row.items():
