@@ -60,7 +60,6 @@ class BatchOperationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         "batch_status",
         "progress",
         "created",
-        "finished",
     )
     list_filter = ("status", OperationFilter, RecentCreatorFilter)
     search_fields = ("creator",)
@@ -120,10 +119,6 @@ class BatchOperationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     @admin.display(description="created")
     def created(self, batch: BatchOperation) -> str:
         return relative_time(batch.created_at)
-
-    @admin.display(description="finished")
-    def finished(self, batch: BatchOperation) -> str:
-        return relative_time(batch.finished_at)
 
     @admin.display(description="payload (secrets masked)")
     def masked_payload(self, batch: BatchOperation) -> str:

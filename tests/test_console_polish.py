@@ -44,6 +44,7 @@ def test_one_datetime_format_24_hour_utc_labelled(once_per_suite):
 def test_uptime_is_rounded_down_so_a_check_that_was_down_never_reads_100(once_per_suite):
     assert uptime(99.999) == "99.99 %"
     assert uptime(100.0) == "100 %"
+    assert uptime(100 * (1 - 1e-14)) == "100 %"  # float noise of a check never down
     assert uptime(87.5) == "87.50 %"
     assert uptime(None) == "—"
 

@@ -40,7 +40,6 @@ class AlertAdmin(admin.ModelAdmin):
         "title",
         "severity_badge",
         "status_badge",
-        "component",
         "opened",
         "acknowledged_by",
     )
@@ -72,9 +71,9 @@ class AlertAdmin(admin.ModelAdmin):
 
     @admin.display(description="Severity", ordering="severity")
     def severity_badge(self, alert: Alert) -> str:
-        # A resolved alert is not shown in its severity's red any more.
+        # A resolved alert is not shown in its severity's red any more: the word, uncoloured.
         if alert.status == "resolved":
-            return status_badge("resolved", f"resolved ({alert.severity})")
+            return format_html('<span class="severity-was">{}</span>', alert.severity)
         return status_badge(alert.severity)
 
     @admin.display(description="Status", ordering="status")
@@ -134,9 +133,7 @@ class NotificationAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         "created",
         "alert",
         "channel",
-        "purpose",
         "notification_status",
-        "attempts",
         "next_attempt",
         "short_error",
     )

@@ -78,9 +78,12 @@ def uptime(share: float | None) -> str:
     reads as 100 %."""
     if share is None:
         return "—"
-    if share >= 100:
+    # The tolerance keeps float noise (99.9999999999 for a check never down) from reading
+    # as 99.99 %; a real outage of a second in 30 days is still 99.99 %.
+    hundredths = math.floor(share * 100 + 1e-6)
+    if hundredths >= 10_000:
         return "100 %"
-    return f"{math.floor(share * 100) / 100:.2f} %"
+    return f"{hundredths / 100:.2f} %"
 
 
 @register.filter
