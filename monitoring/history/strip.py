@@ -3,9 +3,11 @@ status of the hour, read from the hourly rollups (one query for any number of ch
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from django.utils import timezone
 from django.utils.html import escape
@@ -29,6 +31,12 @@ FILL = {
 }
 
 
+@lru_cache(maxsize=256)
+def _hours(start: datetime, end: datetime) -> str:
+    # Every check's strip has the same 24 hours: formatted once, not once per cell.
+    return f"{start:%H:%M}–{end:%H:%M} UTC"
+
+
 @dataclass(frozen=True)
 class StripCell:
     start: datetime
@@ -40,7 +48,7 @@ class StripCell:
     @property
     def label(self) -> str:
         """Hover text, e.g. "14:00–15:00 UTC: warning, 3 of 60 runs failed"."""
-        when = f"{self.start:%H:%M}–{self.end:%H:%M} UTC"
+        when = _hours(self.start, self.end)
         if not self.runs:
             return f"{when}: no runs"
         runs = "run" if self.runs == 1 else "runs"
@@ -96,25 +104,43 @@ def _summary(cells: Sequence[StripCell]) -> str:
     return "Status over the last 24 hours: " + ", ".join(parts)
 
 
+@lru_cache(maxsize=32)
+def _geometry(count: int, width: int) -> tuple[str, ...]:
+    """Each cell's x and width attributes, for strips of ``count`` cells."""
+    gap = 1
+    cell_w = (width - gap * (count - 1)) / count
+    return tuple(f'x="{i * (cell_w + gap):.2f}" width="{cell_w:.2f}"' for i in range(count))
+
+
 def render_strip(cells: Sequence[StripCell], *, width: int = 240, height: int = 16) -> SafeString:
     """The strip as inline SVG: one rect per cell with its hover text as ``<title>``, a
-    summary for screen readers, no script and no style attribute (the CSP forbids both)."""
+    summary for screen readers, no script and no style attribute (the CSP forbids both).
+
+    A dashboard draws hundreds of these: the per-cell work is one f-string; the geometry and
+    the hours are computed once per page."""
     if not cells:
         return mark_safe("")
-    gap = 1
-    cell_w = (width - gap * (len(cells) - 1)) / len(cells)
     summary = escape(_summary(cells))
+    geometry = _geometry(len(cells), width)
     parts = [
         f'<svg class="strip" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
         f' role="img" aria-label="{summary}" xmlns="http://www.w3.org/2000/svg">'
         f"<title>{summary}</title>"
     ]
-    for i, cell in enumerate(cells):
-        status = cell.status or "none"
-        parts.append(
-            f'<rect class="strip-cell strip-{escape(status)}" x="{i * (cell_w + gap):.2f}" y="0"'
-            f' width="{cell_w:.2f}" height="{height}" rx="1.5"'
-            f' fill="{FILL.get(cell.status, FILL[""])}"><title>{escape(cell.label)}</title></rect>'
-        )
+    parts += [_cell_svg(place, cell, height) for place, cell in zip(geometry, cells, strict=True)]
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped above
+
+
+_STATUS_CLASS = {status.value: status.value for status in CheckStatus}
+
+
+@lru_cache(maxsize=4096)
+def _cell_svg(place: str, cell: StripCell, height: int) -> str:
+    """One cell's rect; cached, since most checks' hours look alike (ok, 60 runs)."""
+    status = _STATUS_CLASS.get(cell.status, "none")
+    return (
+        f'<rect class="strip-cell strip-{status}" {place} y="0" height="{height}" rx="1.5"'
+        f' fill="{FILL.get(cell.status, FILL[""])}">'
+        f"<title>{html.escape(cell.label, quote=True)}</title></rect>"
+    )
