@@ -8,6 +8,13 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import models
 
+from monitoring.history.rollups import (
+    BUCKETS_PER_QUERY,
+    FIVE_MINUTES,
+    fill_missing_rollups,
+    floor_time,
+    recompute_rollups,
+)
 from monitoring.models import Alert, AlertStatus, Check, CheckRun, Report
 from monitoring.models.history import CheckRollup, RollupPeriod
 from opsconsole.housekeeping import ChunkedDeleter, RuleResult, older_than
@@ -16,7 +23,10 @@ from opsconsole.registries import RetentionRule, register_retention_rule
 # Old runs are deleted in time slices, oldest first: each chunk's SELECT walks one slice of
 # checkrun_latest_idx instead of re-reading, after every chunk, the dead index entries that
 # the chunks before it left at the front of the whole range.
-RUN_SLICE = timedelta(minutes=5)
+RUN_SLICE = FIVE_MINUTES
+# Before a window of old runs is deleted, its buckets are rolled up: one grouped query per
+# period for the whole window.
+ROLLUP_WINDOW = BUCKETS_PER_QUERY * FIVE_MINUTES
 # Checks whose last-N boundary is older than the cutoff are excluded by id from the sliced
 # pass and cleaned one by one; past this many, every check is cleaned one by one.
 MAX_EXCLUDED_CHECKS = 500
@@ -37,8 +47,24 @@ def _keep_boundaries(keep_last: int) -> dict[int, tuple[datetime, int] | None]:
     return {pk: (at, run_id) if at is not None else None for pk, at, run_id in rows}
 
 
+def _next_run(runs: models.QuerySet, at: datetime | None, until: datetime) -> datetime | None:
+    """The time of the first of ``runs`` in ``[at, until)`` (``at`` None: from the oldest),
+    so that a gap in the history costs one probe, not a slice per 5 minutes of it."""
+    if at is not None:
+        runs = runs.filter(created_at__gte=at)
+    return (
+        runs.filter(created_at__lt=until)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+
+
 def _check_runs(now: datetime, deleter: ChunkedDeleter, result: RuleResult) -> None:
-    cutoff = now - timedelta(days=settings.CHECKRUN_RETENTION_DAYS)
+    # On a bucket boundary, so that no 5-minute bucket is left half deleted: the rollups job
+    # recomputes buckets from ``now - CHECKRUN_RETENTION_DAYS`` on, and each of those must
+    # still hold all its runs.
+    cutoff = floor_time(now - timedelta(days=settings.CHECKRUN_RETENTION_DAYS), FIVE_MINUTES)
     keep_last = settings.CHECKRUN_KEEP_LAST
     old = CheckRun.objects.filter(created_at__lt=cutoff, status_changed=False)
     # Checks whose newest ``keep_last`` runs reach back past the cutoff (rare runs, or a
@@ -60,19 +86,39 @@ def _check_runs(now: datetime, deleter: ChunkedDeleter, result: RuleResult) -> N
         bulk = None
     else:
         bulk = old.exclude(check_obj_id__in=list(special)) if special else old
-    if bulk is not None:
-        oldest = bulk.order_by("created_at").values_list("created_at", flat=True).first()
+    # Every window of old runs is rolled up from all its runs (every check's) before any of
+    # them is deleted: the rollups job only looks back a few minutes, so after an upgrade or
+    # a stopped worker these buckets would otherwise never be summarised. Buckets thinned by
+    # an earlier pass are recomputed too (their kept runs are old), but a rollup is never
+    # replaced by one of fewer runs, so they keep their full summary. A window of kept runs
+    # only (status changes) is rolled up once, when it has no rollup yet (an upgrade).
+    # Windows lie on a fixed grid so that each bucket belongs to one.
+    everything = CheckRun.objects.filter(created_at__lt=cutoff)
+    found = _next_run(everything, None, cutoff)
+    while found is not None:
+        start = floor_time(found, ROLLUP_WINDOW)
+        end = min(start + ROLLUP_WINDOW, cutoff)
+        deletable = _next_run(old, start, end) is not None
+        if not deleter.dry_run and (
+            deletable
+            or not CheckRollup.objects.filter(
+                period=RollupPeriod.FIVE_MINUTES, bucket__gte=start, bucket__lt=end
+            ).exists()
+        ):
+            recompute_rollups(start, end)
+        # Old runs are deleted in time slices, oldest first (see RUN_SLICE); a slice that
+        # fitted in one chunk (sparse history) makes the next one twice as long.
+        oldest = _next_run(bulk, start, end) if bulk is not None and deletable else None
+        span = RUN_SLICE
         while oldest is not None:
-            until = min(oldest + RUN_SLICE, cutoff)
-            deleter.delete(bulk.filter(created_at__gte=oldest, created_at__lt=until), result)
-            # The next run left, so that a gap in the history costs one probe, not a slice
-            # per 5 minutes of it.
-            oldest = (
-                bulk.filter(created_at__gte=until)
-                .order_by("created_at")
-                .values_list("created_at", flat=True)
-                .first()
+            until = min(oldest + span, end)
+            chunk = deleter.chunk
+            removed = deleter.delete(
+                bulk.filter(created_at__gte=oldest, created_at__lt=until), result
             )
+            span = min(span * 2, ROLLUP_WINDOW) if removed < chunk else RUN_SLICE
+            oldest = _next_run(bulk, until, end)
+        found = _next_run(everything, end, cutoff)
     for check_id, boundary in sorted(per_check.items()):
         if boundary is None:
             continue  # fewer than keep_last runs: all of them stay
@@ -83,6 +129,9 @@ def _check_runs(now: datetime, deleter: ChunkedDeleter, result: RuleResult) -> N
             ),
             result,
         )
+    if not deleter.dry_run:
+        # The raw runs that stay: buckets the rollups job missed while it was stopped.
+        fill_missing_rollups(cutoff, now)
 
 
 def _rollups(period: int, days: Callable[[], int]) -> Callable[[datetime], models.QuerySet]:

@@ -363,3 +363,141 @@ def test_rollups_are_scheduled_every_minute():
     jobs = {job.name: job for job in periodic_jobs()}
     assert (jobs["rollups"].minutes, jobs["rollups"].command) == (1, "rollups")
     assert callable(import_string(jobs["rollups"].func))
+
+
+def expected_rollups(runs: list[CheckRun], intervals: dict[int, int]) -> dict[tuple, dict]:
+    """What the 5-minute and hourly rollups of ``runs`` must hold, keyed by (check id,
+    period, bucket): computed in Python from the runs themselves."""
+    rank = {"ok": 0, "warning": 2, "critical": 3}
+    groups: dict[tuple, list[CheckRun]] = {}
+    for r in runs:
+        groups.setdefault(
+            (r.check_obj_id, floor_time(r.created_at, timedelta(minutes=5))), []
+        ).append(r)
+    out: dict[tuple, dict] = {}
+    for (check_id, bucket), inside in groups.items():
+        values = [r.value for r in inside if r.value is not None]
+        failed = sum(r.status != "ok" for r in inside)
+        out[(check_id, 300, bucket)] = {
+            "run_count": len(inside),
+            "failed_count": failed,
+            "value_count": len(values),
+            "value_sum": sum(values),
+            "value_min": min(values, default=None),
+            "value_max": max(values, default=None),
+            "duration_sum_ms": sum(r.duration_ms for r in inside),
+            "duration_max_ms": max(r.duration_ms for r in inside),
+            "worst_status": max((r.status for r in inside), key=rank.__getitem__),
+            "not_ok_seconds": float(min(300, failed * intervals[check_id])),
+        }
+    for (check_id, _, bucket), five in list(out.items()):
+        hour = out.setdefault(
+            (check_id, 3600, floor_time(bucket, timedelta(hours=1))),
+            {key: 0 for key in FIELDS}
+            | {"value_min": None, "value_max": None, "worst_status": "ok"},
+        )
+        for key in (
+            "run_count",
+            "failed_count",
+            "value_count",
+            "value_sum",
+            "duration_sum_ms",
+            "not_ok_seconds",
+        ):
+            hour[key] += five[key]
+        for key, pick in (("value_min", min), ("value_max", max), ("duration_max_ms", max)):
+            both = [v for v in (hour[key], five[key]) if v is not None]
+            hour[key] = pick(both) if both else None
+        hour["worst_status"] = max(
+            (hour["worst_status"], five["worst_status"]), key=rank.__getitem__
+        )
+    return out
+
+
+def stored_rollups() -> dict[tuple, dict]:
+    return {(r.check_obj_id, r.period, r.bucket): as_dict(r) for r in CheckRollup.objects.all()}
+
+
+def assert_rollups_agree(stored: dict[tuple, dict], want: dict[tuple, dict]) -> None:
+    assert sorted(stored) == sorted(want)
+    for key, row in want.items():
+        got = stored[key]
+        for field in FIELDS:
+            if isinstance(row[field], float):
+                assert got[field] == pytest.approx(row[field]), (key, field)
+            else:
+                assert got[field] == row[field], (key, field)
+
+
+def test_housekeeping_rolls_up_raw_runs_before_deleting_them(settings):
+    """10 days of raw runs and no rollup (an upgrade, or a rollups job stopped for days): one
+    housekeeping pass keeps 2 days of raw runs and leaves every bucket of the 10 days
+    summarised from all its runs; a second pass (which meets the kept runs of a stopped
+    check again) and a later rollups job change nothing."""
+    from opsconsole.housekeeping import run_housekeeping
+
+    settings.CHECKRUN_RETENTION_DAYS = 2
+    settings.CHECKRUN_KEEP_LAST = 100
+    now = datetime(2026, 3, 31, 12, 2, 40, tzinfo=UTC)
+    start = now - timedelta(days=10)
+    busy = make_check("busy", interval=150)
+    stopped = make_check("stopped", interval=60)
+    runs = []
+    for i in range(int(timedelta(days=10) / timedelta(seconds=150))):
+        status = "critical" if i % 17 == 3 else "warning" if i % 29 == 5 else "ok"
+        value = None if i % 13 == 0 else 100.0 + (i * 37) % 50
+        at = start + timedelta(seconds=150 * i + 7)
+        runs.append(run(busy, at, status, value, 5.0 + i % 9, changed=i % 17 in (3, 4)))
+    # ran every minute for a day, stopped 9 days ago: its last 100 runs stay, sharing their
+    # buckets with busy's status changes
+    for i in range(1440):
+        status = "warning" if i % 50 == 7 else "ok"
+        runs.append(run(stopped, start + timedelta(seconds=60 * i + 31), status, float(i % 40)))
+    CheckRun.objects.bulk_create(runs)
+    want = expected_rollups(runs, {busy.pk: 150, stopped.pk: 60})
+
+    with time_machine.travel(now, tick=False):
+        outcome = run_housekeeping()
+    removed = next(r.removed for r in outcome.results if r.name == "check runs")
+    cutoff = floor_time(now - timedelta(days=2), timedelta(minutes=5))
+    assert removed > 5000  # most of 8 days went
+    assert not CheckRun.objects.filter(
+        check_obj=busy, created_at__lt=cutoff, status_changed=False
+    ).exists()
+    assert CheckRun.objects.filter(check_obj=stopped).count() == 100
+    assert_rollups_agree(stored_rollups(), want)
+
+    after_first = stored_rollups()
+    with time_machine.travel(now + timedelta(hours=1), tick=False):
+        run_housekeeping()
+    with time_machine.travel(now + timedelta(hours=1, minutes=1), tick=False):
+        # even asked to go back 10 days: the thinned buckets keep their full summary
+        refresh_rollups(since=now - timedelta(days=10))
+    assert stored_rollups() == after_first
+
+
+def test_a_rollup_is_never_replaced_by_a_recomputation_that_counts_fewer_runs():
+    from monitoring.history.rollups import recompute_rollups
+
+    check = make_check(interval=60)
+    bucket = floor_time(NOW, timedelta(minutes=5)) - timedelta(hours=1)
+    CheckRun.objects.bulk_create(
+        [
+            run(check, bucket + timedelta(seconds=60 * i), "critical" if i == 2 else "ok", float(i))
+            for i in range(5)
+        ]
+    )
+    recompute_rollups(bucket, bucket + timedelta(minutes=5))
+    full = as_dict(CheckRollup.objects.get(check_obj=check, period=300, bucket=bucket))
+    assert (full["run_count"], full["worst_status"]) == (5, "critical")
+    # housekeeping thinned the bucket to its status change: recomputing it reads one run
+    CheckRun.objects.filter(check_obj=check).exclude(value=2.0).delete()
+    recompute_rollups(bucket, bucket + timedelta(minutes=5))
+    assert as_dict(CheckRollup.objects.get(check_obj=check, period=300, bucket=bucket)) == full
+    # a run committed late makes the bucket larger: that recomputation is taken
+    CheckRun.objects.bulk_create(
+        [run(check, bucket + timedelta(seconds=60 * i + 1), "ok", 50.0) for i in range(5)]
+    )
+    recompute_rollups(bucket, bucket + timedelta(minutes=5))
+    grown = CheckRollup.objects.get(check_obj=check, period=300, bucket=bucket)
+    assert (grown.run_count, grown.value_max) == (6, 50.0)

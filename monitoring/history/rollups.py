@@ -7,6 +7,14 @@ late (a slow probe, a runner that records its batch after the bucket turned) is 
 counted. Hourly buckets are recomputed from the 5-minute ones. Every write is an upsert of a
 whole bucket, so passes may overlap (two workers, a manual ``rollups`` beside the schedule)
 and a pass may be repeated: the result is the same.
+
+A bucket is only ever replaced by one that counts at least as many runs. Within a bucket, raw
+runs are only ever added (late commits) or deleted (housekeeping, which keeps status changes
+and the last N per check), so a recomputation that finds fewer runs than the stored bucket
+read a bucket that housekeeping has already thinned: the stored summary is the complete one.
+Housekeeping recomputes each slice's buckets from all their runs just before deleting them
+(``recompute_rollups``), and fills buckets the every-minute job missed while it was stopped
+(``fill_missing_rollups``), so no run is deleted unsummarised.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
 from django.utils import timezone
 
@@ -31,6 +39,8 @@ FIVE_MINUTES = timedelta(seconds=RollupPeriod.FIVE_MINUTES)
 HOUR = timedelta(seconds=RollupPeriod.HOUR)
 # A backfill recomputes at most this many buckets per grouped query (one CASE branch each).
 BUCKETS_PER_QUERY = 24
+# Rows per upsert statement: 13 parameters each, well under SQLite's limit of 32,766.
+UPSERT_BATCH = 500
 NOT_OK = (CheckStatus.WARNING, CheckStatus.CRITICAL, CheckStatus.UNKNOWN)
 # Ranks by severity, unique per status so that the worst status can be read back from a MAX.
 _RANK = {CheckStatus.OK: 0, CheckStatus.PAUSED: 1, CheckStatus.UNKNOWN: 2}
@@ -83,14 +93,34 @@ def slot_of(field: str, starts: list[datetime], step: timedelta) -> Case:
 
 
 def _upsert(rows: list[CheckRollup]) -> None:
-    if rows:
-        CheckRollup.objects.bulk_create(
-            rows,
-            batch_size=500,
-            update_conflicts=True,
-            unique_fields=["check_obj", "period", "bucket"],
-            update_fields=UPDATE_FIELDS,
-        )
+    """Inserts or replaces whole buckets, never with one of fewer runs (see the module doc):
+    ``INSERT … ON CONFLICT DO UPDATE … WHERE``, which PostgreSQL and SQLite (3.24+) both
+    have and Django's ``bulk_create`` cannot express."""
+    if not rows:
+        return
+    meta = CheckRollup._meta
+    fields = [meta.get_field(name) for name in ("check_obj", "period", "bucket", *UPDATE_FIELDS)]
+    table = connection.ops.quote_name(meta.db_table)
+    columns = [connection.ops.quote_name(f.column) for f in fields]
+    key = ", ".join(columns[:3])
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[3:])
+    run_count = connection.ops.quote_name(meta.get_field("run_count").column)
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    with connection.cursor() as cursor:
+        for i in range(0, len(rows), UPSERT_BATCH):
+            batch = rows[i : i + UPSERT_BATCH]
+            params = [
+                f.get_db_prep_save(getattr(row, f.attname), connection)
+                for row in batch
+                for f in fields
+            ]
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES {', '.join([placeholders] * len(batch))} "
+                f"ON CONFLICT ({key}) DO UPDATE SET {updates} "
+                f"WHERE excluded.{run_count} >= {table}.{run_count}",
+                params,
+            )
 
 
 def _five_minute_pass(starts: list[datetime]) -> int:
@@ -209,6 +239,70 @@ def refresh_rollups(now: datetime | None = None, since: datetime | None = None) 
     for chunk in _chunks(hours):
         result.hourly_buckets += _hourly_pass(chunk)
     result.seconds = time.monotonic() - started
+    return result
+
+
+def recompute_rollups(first: datetime, until: datetime) -> RefreshResult:
+    """Recomputes every check's 5-minute buckets in ``[first, until)`` (both on 5-minute
+    boundaries) from the raw runs, then the hours that hold them; whatever their age, unlike
+    ``refresh_rollups``. Housekeeping calls it on each slice of runs just before deleting it."""
+    started = time.monotonic()
+    result = RefreshResult()
+    # Only the buckets from the first run to the last: a sparse window (kept status changes,
+    # a rare check) costs a one-bucket query, not a 24-branch one.
+    inside = CheckRun.objects.filter(created_at__gte=first, created_at__lt=until).order_by()
+    oldest = inside.order_by("created_at").values_list("created_at", flat=True).first()
+    if oldest is None:
+        return result
+    newest = inside.order_by("-created_at").values_list("created_at", flat=True).first()
+    fives = _starts(
+        floor_time(oldest, FIVE_MINUTES), floor_time(newest, FIVE_MINUTES), FIVE_MINUTES
+    )
+    for chunk in _chunks(fives):
+        result.five_minute_buckets += _five_minute_pass(chunk)
+    hours = _starts(floor_time(fives[0], HOUR), floor_time(fives[-1], HOUR), HOUR)
+    for chunk in _chunks(hours):
+        result.hourly_buckets += _hourly_pass(chunk)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def fill_missing_rollups(since: datetime, now: datetime) -> RefreshResult:
+    """Recomputes the 5-minute buckets from ``since`` to ``now`` that have runs but no rollup
+    (the every-minute job was stopped, or the console was upgraded from raw runs only), with
+    the bucket before each gap, which the job's last pass may have summarised half-way.
+
+    Two index probes per bucket (576 for two days) instead of re-reading every run: in steady
+    state nothing is missing and nothing is written."""
+    result = RefreshResult()
+    missing: list[datetime] = []
+    previous: datetime | None = None
+    for bucket in _starts(
+        floor_time(since, FIVE_MINUTES), floor_time(now, FIVE_MINUTES), FIVE_MINUTES
+    ):
+        has_runs = CheckRun.objects.filter(
+            created_at__gte=bucket, created_at__lt=bucket + FIVE_MINUTES
+        ).exists()
+        if (
+            has_runs
+            and not CheckRollup.objects.filter(
+                period=RollupPeriod.FIVE_MINUTES, bucket=bucket
+            ).exists()
+        ):
+            if previous is not None and (not missing or missing[-1] != previous):
+                missing.append(previous)
+            missing.append(bucket)
+        previous = bucket if has_runs else None
+    # Contiguous stretches, each recomputed in as few grouped queries as its length allows.
+    stretch_start = None
+    for i, bucket in enumerate(missing):
+        if stretch_start is None:
+            stretch_start = bucket
+        if i + 1 == len(missing) or missing[i + 1] != bucket + FIVE_MINUTES:
+            done = recompute_rollups(stretch_start, bucket + FIVE_MINUTES)
+            result.five_minute_buckets += done.five_minute_buckets
+            result.hourly_buckets += done.hourly_buckets
+            stretch_start = None
     return result
 
 
