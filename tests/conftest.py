@@ -261,6 +261,16 @@ def _no_task_left_queued_by_an_earlier_test() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_metrics_snapshot_from_an_earlier_test() -> None:
+    """/metrics serves this process's snapshot for METRICS_SNAPSHOT_SECONDS: one built by an
+    earlier test (with other settings, another Redis) must not answer for this one."""
+    # Imported here: the monitoring app is only importable once Django is set up.
+    from monitoring.observability import snapshot
+
+    snapshot.reset_local()
+
+
+@pytest.fixture(autouse=True)
 def _sql_checks_may_run_as_the_test_superuser(settings) -> None:
     # The test servers' roles are superusers; tests/test_sql_safety.py turns this off again
     # to prove the refusal and runs its attacks as a least-privilege role.
