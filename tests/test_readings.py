@@ -80,10 +80,16 @@ def opsreport() -> tuple[int, str]:
     out = StringIO()
     call_command("opsreport", stdout=out)
     report = Report.objects.latest("id")
-    workers = re.search(r"Workers alive: (\d+)", out.getvalue())
-    assert workers, out.getvalue()
-    assert int(workers.group(1)) == report.data["queue"]["clusters_alive"]
-    return report.data["queue"]["clusters_alive"], report.overall_status
+    # The operations guide's layout: the task queue's block in PROCESS STATUS says
+    # "Workers: N", and the saved sections (what the report page renders) hold the same N.
+    workers = re.search(
+        r"task queue \(\w+ broker\)\n +Status: [\w ]+ \| Workers: (\d+) ", report.text
+    )
+    assert workers and workers.group(0) in out.getvalue(), out.getvalue()
+    [processes] = [s for s in report.sections if s["kind"] == "processes"]
+    assert int(workers.group(1)) == processes["console"]["workers"]
+    assert report.title.endswith(f": {report.overall_status}")
+    return processes["console"]["workers"], report.overall_status
 
 
 def metrics_health() -> tuple[int, str]:
