@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import F, Window
-from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from monitoring.history.latest import latest_runs
 from monitoring.models import (
     Alert,
     AlertEvent,
@@ -55,26 +54,10 @@ def load_report_inputs(alerts: list[Alert]) -> dict[int, ReportInputs]:
         inputs[note.alert_id].notes.append(note)
     check_ids = {a.check_obj_id for a in alerts if a.check_obj_id}
     if check_ids:
-        ranked = (
-            CheckRun.objects.filter(check_obj_id__in=check_ids)
-            .annotate(
-                rank=Window(
-                    RowNumber(),
-                    partition_by=[F("check_obj_id")],
-                    order_by=[F("created_at").desc(), F("id").desc()],
-                )
-            )
-            .filter(rank__lte=RECENT_RUNS)
-        )
-        by_check: dict[int, list[CheckRun]] = {}
-        for run in ranked:
-            by_check.setdefault(run.check_obj_id, []).append(run)
+        by_check = latest_runs(check_ids, RECENT_RUNS)
         for alert in alerts:
             if alert.check_obj_id:
-                runs = by_check.get(alert.check_obj_id, [])
-                inputs[alert.pk].runs = sorted(
-                    runs, key=lambda r: (r.created_at, r.id), reverse=True
-                )
+                inputs[alert.pk].runs = by_check.get(alert.check_obj_id, [])
     return inputs
 
 

@@ -19,11 +19,10 @@ from typing import Any
 
 import psutil
 from django.conf import settings
-from django.db.models import F, Window
-from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from monitoring.checks.sql import SqlTargetError, SqlTimeout, fetch_rows
+from monitoring.history.latest import latest_runs
 from monitoring.kinds.common import accept_database_key, validate_database_target
 from monitoring.kinds.data import write_refusal
 from monitoring.models import (
@@ -384,20 +383,7 @@ def cell(value: Any) -> str | bool | None:
 
 def _latest_runs(check_ids: list[int]) -> dict[int, CheckRun]:
     """The latest run of each check, in one query."""
-    if not check_ids:
-        return {}
-    ranked = (
-        CheckRun.objects.filter(check_obj_id__in=check_ids)
-        .annotate(
-            rank=Window(
-                RowNumber(),
-                partition_by=[F("check_obj_id")],
-                order_by=[F("created_at").desc(), F("id").desc()],
-            )
-        )
-        .filter(rank=1)
-    )
-    return {run.check_obj_id: run for run in ranked}
+    return {check_id: runs[0] for check_id, runs in latest_runs(check_ids).items()}
 
 
 def _process_state(check: Check, run: CheckRun | None) -> str:
