@@ -1,12 +1,16 @@
 """Benchmark of the staff pages on PostgreSQL with production-sized tables.
 
     .venv/bin/python bench/pages.py [--runs 1000000] [--checks 500] [--alerts 1000] [--items 100000]
+    .venv/bin/python bench/pages.py --keep              # leaves the loaded database for reruns
+    .venv/bin/python bench/pages.py --reuse NAME        # measures a kept database, no loading
+    .venv/bin/python bench/pages.py --reuse NAME --profile "checks list"   # cProfile a page
 
 Creates a scratch database on BENCH_POSTGRES_URL (default
 postgres://postgres@127.0.0.1:5432/postgres), loads 500 checks, 1,000,000 check runs,
 1,000 alerts and 100,000 batch items, builds the rollups from the runs with the real
 refresh (timed), measures server time in-process (Django test client, median of 7 requests
-after a warm-up) and drops the database. Targets:
+after a warm-up) and drops the database (unless --keep; --reuse measures a kept one again,
+--profile prints where one page's time goes). Targets:
 
 - dashboard ≤ 200 ms and ≤ 20 queries, the same count on an empty and on the full database;
 - checks list ≤ 200 ms;
@@ -27,6 +31,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -36,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 TARGETS = {
     "dashboard": 200.0,
+    "dashboard, every strip drawn anew": 200.0,
     "checks list": 200.0,
     "checkrun admin page 1": 300.0,
     "checkrun admin filtered by status": 300.0,
@@ -43,7 +49,10 @@ TARGETS = {
     "check page, 30-day chart": 250.0,
     "api checks with uptime": 300.0,
 }
-QUERY_TARGETS = {"dashboard": 20}
+QUERY_TARGETS = {"dashboard": 20, "dashboard, every strip drawn anew": 20}
+# Bodies whose size is printed: the dashboard fragment is fetched every 15 s by every open
+# dashboard, so its bytes count as much as its milliseconds.
+SIZED = {"dashboard fragment": "/dashboard/fragment/", "checks list": "/checks/"}
 
 
 def scratch_database(base_url: str) -> tuple[str, str]:
@@ -63,8 +72,11 @@ def drop_database(base_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def measure(client, url: str, repeat: int = 7, **headers: str) -> tuple[float, int]:
-    """(median ms, queries of the last request)."""
+def measure(
+    client, url: str, repeat: int = 7, before: Callable[[], None] | None = None, **headers: str
+) -> tuple[float, int]:
+    """(median ms, queries of the last request); ``before`` runs ahead of each request,
+    untimed (to empty a cache)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -72,6 +84,8 @@ def measure(client, url: str, repeat: int = 7, **headers: str) -> tuple[float, i
     assert response.status_code == 200, (url, response.status_code)
     times = []
     for _ in range(repeat):
+        if before:
+            before()
         with CaptureQueriesContext(connection) as ctx:
             started = time.perf_counter()
             response = client.get(url, **headers)
@@ -104,6 +118,25 @@ def slowest_queries(client, url: str, count: int = 3, **headers: str) -> list[tu
         client.get(url, **headers)
     ranked = sorted(ctx.captured_queries, key=lambda q: -float(q["time"]))
     return [(float(q["time"]) * 1000, q["sql"][:300]) for q in ranked[:count]]
+
+
+def profile(client, url: str, before: Callable[[], None] | None = None, **headers: str) -> None:
+    """cProfile of one request after a warm-up, the 30 costliest functions by own time and by
+    cumulative time."""
+    import cProfile
+    import pstats
+
+    client.get(url, **headers)
+    if before:
+        before()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    response = client.get(url, **headers)
+    profiler.disable()
+    print(f"{url}: {response.status_code}, {len(response.content):,} bytes")
+    stats = pstats.Stats(profiler).strip_dirs()
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
 
 
 def load(args: argparse.Namespace) -> int:
@@ -204,10 +237,24 @@ def main() -> int:
     parser.add_argument("--checks", type=int, default=500)
     parser.add_argument("--alerts", type=int, default=1000)
     parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the loaded database (its name is printed)"
+    )
+    parser.add_argument("--reuse", metavar="NAME", help="measure a database kept by --keep")
+    parser.add_argument(
+        "--profile",
+        metavar="PAGE",
+        choices=sorted(TARGETS),
+        help="print the cProfile of one request of this page (a label of the table)",
+    )
     args = parser.parse_args()
 
     base = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name, url = scratch_database(base)
+    if args.reuse:
+        name = args.reuse
+        url = urlunparse(urlparse(base)._replace(path=f"/{name}"))
+    else:
+        name, url = scratch_database(base)
     os.environ.update(
         DATABASE_URL=url,
         DJANGO_SETTINGS_MODULE="opsconsole.settings",
@@ -224,29 +271,39 @@ def main() -> int:
         from django.test import Client
 
         call_command("migrate", verbosity=0)
-        user = get_user_model().objects.create_user(
-            "bench", password="x" * 12, is_staff=True, is_superuser=True
+        user, _ = get_user_model().objects.get_or_create(
+            username="bench", defaults={"is_staff": True, "is_superuser": True}
         )
         client = Client()
         client.force_login(user)
-        _, empty_queries = measure(client, "/", repeat=1)
-
-        print(
-            f"Loading {args.checks} checks, {args.runs:,} runs, {args.alerts} alerts, "
-            f"{args.items:,} batch items into {name} ..."
-        )
-        check_id = load(args)
-
-        from monitoring.history.strip import status_strips
-        from monitoring.history.uptime import uptimes
         from monitoring.models import Check
+
+        if args.reuse:
+            check_id = Check.objects.order_by("-id").values_list("id", flat=True)[0]
+            empty_queries = None
+        else:
+            _, empty_queries = measure(client, "/", repeat=1)
+            print(
+                f"Loading {args.checks} checks, {args.runs:,} runs, {args.alerts} alerts, "
+                f"{args.items:,} batch items into {name} ..."
+            )
+            check_id = load(args)
+
+        from monitoring.history import strip
+        from monitoring.history.strip import compact_strips, status_strips
+        from monitoring.history.uptime import uptimes
         from monitoring.web.chart import check_chart
         from opsconsole.models import ApiKey
 
-        _, key = ApiKey.create("bench", "read")
+        _, key = ApiKey.create(f"bench-{uuid.uuid4().hex[:6]}", "read")
         auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+        # Drawn strips are cached until their hours change (in production the current hour's
+        # cell changes with every rollup pass, once a minute); a dashboard drawing all 500
+        # anew is measured too, so the cache hides nothing.
+        forget_strips = strip._compact_svg.cache_clear
         urls = {
             "dashboard": ("/", {}),
+            "dashboard, every strip drawn anew": ("/", {}),
             "checks list": ("/checks/", {}),
             "checkrun admin page 1": ("/admin/monitoring/checkrun/", {}),
             "checkrun admin filtered by status": (
@@ -257,7 +314,15 @@ def main() -> int:
             "check page, 30-day chart": (f"/checks/{check_id}/?range=30d", {}),
             "api checks with uptime": ("/api/checks/", auth),
         }
-        results = {label: measure(client, url, **headers) for label, (url, headers) in urls.items()}
+        befores = {"dashboard, every strip drawn anew": forget_strips}
+        if args.profile:
+            url, headers = urls[args.profile]
+            profile(client, url, before=befores.get(args.profile), **headers)
+            return 0
+        results = {
+            label: measure(client, url, before=befores.get(label), **headers)
+            for label, (url, headers) in urls.items()
+        }
         failed = False
         print(f"\n{'page':40} {'median ms':>10} {'target':>8} {'queries':>8}")
         for label, (ms, queries) in results.items():
@@ -275,7 +340,9 @@ def main() -> int:
         all_ids = list(Check.objects.values_list("pk", flat=True))
         pieces = {
             f"uptimes() of {len(all_ids)} checks": lambda: uptimes(all_ids),
+            "uptimes(windows=('d1',)), the dashboard's": lambda: uptimes(all_ids, windows=["d1"]),
             f"status_strips() of {len(all_ids)} checks": lambda: status_strips(all_ids),
+            "compact_strips(), drawn anew": lambda: (forget_strips(), compact_strips(all_ids)),
             "check_chart(check, '24h') (raw runs)": lambda: str(check_chart(check, "24h")),
             "check_chart(check, '30d') (rollups)": lambda: str(check_chart(check, "30d")),
         }
@@ -284,19 +351,28 @@ def main() -> int:
             ms, queries = measure_call(func)
             print(f"{label:40} {ms:10.1f} {queries:8d}")
         full_queries = results["dashboard"][1]
-        same = full_queries == empty_queries
-        failed |= not same
+        if empty_queries is not None:
+            same = full_queries == empty_queries
+            failed |= not same
+            print(
+                f"dashboard queries: {empty_queries} on an empty database,"
+                f" {full_queries} on the full one"
+                f"  {'OK (independent of data size)' if same else 'MISSED'}"
+            )
+        sizes = {label: len(client.get(url).content) for label, url in SIZED.items()}
         print(
-            f"dashboard queries: {empty_queries} on an empty database,"
-            f" {full_queries} on the full one"
-            f"  {'OK (independent of data size)' if same else 'MISSED'}"
+            "response sizes: "
+            + ", ".join(f"{label} {size / 1024:,.0f} KB" for label, size in sizes.items())
         )
         return 1 if failed else 0
     finally:
         from django.db import connections
 
         connections.close_all()
-        drop_database(base, name)
+        if args.keep or args.reuse:
+            print(f'database kept: {name} (drop it with DROP DATABASE "{name}")')
+        else:
+            drop_database(base, name)
 
 
 if __name__ == "__main__":
