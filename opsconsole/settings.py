@@ -76,6 +76,8 @@ MIDDLEWARE = [
     "opsconsole.errors.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "opsconsole.csp.ContentSecurityPolicyMiddleware",
+    # Heartbeat pings go to their view from here: what follows serves people, not cron jobs.
+    "opsconsole.errors.DirectPathMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -7,6 +7,7 @@ resolve (the engine, a person, the check removed).
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -19,6 +20,7 @@ from django.utils import timezone
 from monitoring.alerts.lifecycle import FLAP_MIN_CHANGES
 from monitoring.kinds import Observation
 from monitoring.models import Alert, AlertStatus, Check, CheckRun
+from monitoring.models.checks import check_by_ping_uuid
 from monitoring.web.ping import ping_success
 
 pytestmark = pytest.mark.django_db
@@ -120,3 +122,58 @@ def test_a_stale_flag_costs_one_lookup_and_is_cleared():
     with CaptureQueriesContext(connection) as queries:
         check.record(Observation(status="ok"), duration_ms=1)
     assert not [q for q in queries.captured_queries if "monitoring_alert" in q["sql"]]
+
+
+def test_a_ping_skips_the_middleware_meant_for_people_but_keeps_the_edge_headers(client):
+    """Sessions, CSRF, the user, messages and throttling have nothing to do for a ping; the
+    request id and the security headers still come with its answer."""
+    check = heartbeat()
+    response = client.get(f"/ping/{check.ping_uuid}", HTTP_X_REQUEST_ID="cron-12345678")
+    assert response.status_code == 200 and response.content == b"OK\n"
+    request = response.wsgi_request
+    assert not hasattr(request, "session") and not hasattr(request, "user")
+    assert response["X-Request-Id"] == "cron-12345678"
+    assert response["Content-Security-Policy"] and response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Length"] == "3"
+    # Anything else still takes the whole stack.
+    assert hasattr(client.get("/healthz").wsgi_request, "session")
+
+
+def test_an_unknown_ping_path_gets_the_usual_404(client):
+    unknown_check = client.get("/ping/5a2e0d2a-6b57-4bd1-9f0c-0c6f3f2b1a77")
+    assert unknown_check.status_code == 404 and b"no heartbeat check" in unknown_check.content
+    no_route = client.get("/ping/not-a-uuid")
+    assert no_route.status_code == 404
+    assert hasattr(no_route.wsgi_request, "session"), "a path with no view takes the whole stack"
+
+
+def test_the_ping_lookup_reads_the_check_as_the_orm_does():
+    """The ping's own SELECT (SQL built once, the fields' converters applied) gives the same
+    check as ``Check.objects.get``: JSON, dates, booleans, UUIDs and NULLs alike."""
+    check = heartbeat()
+    Check.objects.filter(pk=check.pk).update(
+        state={"started_at": None, "nested": {"a": [1, 2.5, "x"]}},
+        baseline={"drop_pct": 50, "window": 12},
+        next_run_at=timezone.now(),
+        has_open_alert=True,
+        warn=1.5,
+    )
+    expected = Check.objects.get(pk=check.pk)
+    found = check_by_ping_uuid(check.ping_uuid)
+    assert found is not None and not found._state.adding
+    for field in Check._meta.concrete_fields:
+        assert getattr(found, field.attname) == getattr(expected, field.attname), field.name
+    assert check_by_ping_uuid(uuid.uuid4()) is None
+
+
+def test_a_fast_path_run_is_stored_as_the_orm_would_store_it():
+    check = heartbeat()
+    run = check.record(
+        Observation(value=1.5, message="fine", details={"body": "ünïcode \\x00"}), duration_ms=2
+    )
+    assert run.pk is not None and not run._state.adding
+    stored = CheckRun.objects.get(pk=run.pk)
+    for field in CheckRun._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(run, field.attname), field.name
+    check.refresh_from_db()
+    assert check.last_value == 1.5 and check.last_run_at == run.created_at

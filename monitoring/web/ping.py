@@ -18,7 +18,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from monitoring.kinds.heartbeat import MAX_BODY_BYTES, PingEvent
 from monitoring.models import Check
-from monitoring.models.checks import PendingRun, record_runs, record_unchanged
+from monitoring.models.checks import (
+    PendingRun,
+    check_by_ping_uuid,
+    record_runs,
+    record_unchanged,
+)
 
 _ALLOWED = ("GET", "POST", "HEAD")
 
@@ -26,6 +31,8 @@ _ALLOWED = ("GET", "POST", "HEAD")
 def _text(status: int, body: str) -> HttpResponse:
     response = HttpResponse(body, content_type="text/plain; charset=utf-8", status=status)
     response["Cache-Control"] = "no-store"
+    # Set here: pings skip CommonMiddleware, which sets it for other answers.
+    response["Content-Length"] = str(len(response.content))
     return response
 
 
@@ -87,8 +94,7 @@ def _ping(
         )
         return PendingRun(check, observation, (time.monotonic() - started) * 1000, now)
 
-    # order_by(): the unique index answers the lookup; the default ordering adds a sort.
-    check = Check.objects.filter(ping_uuid=ping_uuid).order_by().first()
+    check = check_by_ping_uuid(ping_uuid)
     if check is None or not check.kind_impl.pushed:
         return _text(404, "not found: no heartbeat check has this ping URL\n")
     if not record_unchanged(pending(check)):
