@@ -169,6 +169,15 @@ class CheckAdmin(admin.ModelAdmin):
         ),
     )
 
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # The fields of the form only: the check's runtime state was read with the form and
+        # may have moved since (a run recorded, a runner's lease taken); writing it back would
+        # undo a recorded status or cost a claimed slot its run.
+        obj.save_config([name for name in form.fields if name in Check.CONFIG_FIELDS])
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
         form.user = request.user  # the form's SQL-authoring rule depends on who submits it

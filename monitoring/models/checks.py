@@ -12,7 +12,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    connection,
+    connections,
+    models,
+    transaction,
+)
 from django.db.models import Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -140,6 +146,28 @@ class Check(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # What a person configures. The rest is runtime state (status, streaks, ``state``, the
+    # next slot, a runner's lease, the open-alert flag), moved by recording runs and claiming
+    # slots while a person edits: a save of the configuration writes only these
+    # (``save_config``), never the runtime state as it was read before.
+    CONFIG_FIELDS = (
+        "name",
+        "kind",
+        "component",
+        "description",
+        "config",
+        "interval_seconds",
+        "timeout_seconds",
+        "warn",
+        "crit",
+        "direction",
+        "debounce",
+        "baseline",
+        "startup_grace_seconds",
+        "depends_on",
+        "enabled",
+    )
+
     class Meta:
         ordering = ["component", "name"]
         indexes = [
@@ -154,6 +182,16 @@ class Check(models.Model):
         return self.name
 
     # --- configuration helpers ---------------------------------------------------------------
+    def save_config(self, fields: list[str] | None = None) -> None:
+        """Saves a new check whole; of an existing one, only its configuration (``fields``,
+        default every one of ``CONFIG_FIELDS``) and ``updated_at``, so that a run recorded or
+        a slot claimed since it was read is not undone."""
+        if self._state.adding or self.pk is None:
+            self.save()
+            return
+        chosen = [name for name in (fields or self.CONFIG_FIELDS) if name in self.CONFIG_FIELDS]
+        self.save(update_fields=[*chosen, "updated_at"])
+
     @property
     def kind_impl(self) -> CheckKind:
         return get_kind(self.kind)
