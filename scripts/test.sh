@@ -6,6 +6,9 @@ source "$(dirname "$0")/venv.sh"
 
 PG_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 REDIS_TEST_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+# The SQLite run's Redis tests (cache tools, fault tests) get a database of their own, so that
+# the two runs can go side by side without touching each other's keys.
+REDIS_SQLITE_URL="${TEST_REDIS_SQLITE_URL:-redis://127.0.0.1:6379/14}"
 
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -34,7 +37,7 @@ PY
 # tests use it too), so it only takes one that is empty or that it marked on an earlier run:
 # never a database someone else may be using.
 redis_is_ours() {
-  python - "$REDIS_TEST_URL" <<'PY'
+  python - "$1" <<'PY'
 import sys
 import redis
 MARK = "opsconsole-test-suite"
@@ -54,24 +57,50 @@ if size and not client.exists(MARK):
 client.set(MARK, "used by the Ops Console test suite (scripts/test.sh)")
 PY
 }
-if ! reason=$(redis_is_ours); then
-  echo "REFUSED: $reason"
-  exit 1
-fi
-export TEST_REDIS_URL="$REDIS_TEST_URL"
+for url in "$REDIS_TEST_URL" "$REDIS_SQLITE_URL"; do
+  if ! reason=$(redis_is_ours "$url"); then
+    echo "REFUSED: $reason"
+    exit 1
+  fi
+done
+
+run_sqlite() {
+  env -u DATABASE_URL -u REDIS_URL TEST_REDIS_URL="$REDIS_SQLITE_URL" python -m pytest "$@"
+}
+run_services() {
+  DATABASE_URL="$PG_URL" REDIS_URL="$REDIS_TEST_URL" TEST_REDIS_URL="$REDIS_TEST_URL" \
+    python -m pytest "$@"
+}
 
 status=0
-echo "=== Test run 1/2: SQLite, ORM broker, local-memory cache ==="
-env -u DATABASE_URL -u REDIS_URL python -m pytest "$@" || status=$?
-
-echo
-if reason=$(services_up); then
+if ! reason=$(services_up); then
+  echo "=== Test run 1/2: SQLite, ORM broker, local-memory cache ==="
+  run_sqlite "$@" || status=$?
+  echo
+  if [ "${REQUIRE_SERVICES:-0}" = 1 ]; then
+    echo "FAILED: the PostgreSQL + Redis run is required here but cannot start: $reason"
+    status=1
+  else
+    echo "=== Test run 2/2 skipped: $reason ==="
+  fi
+elif [ "${TEST_SIDE_BY_SIDE:-1}" = 0 ]; then
+  echo "=== Test run 1/2: SQLite, ORM broker, local-memory cache ==="
+  run_sqlite "$@" || status=$?
+  echo
   echo "=== Test run 2/2: PostgreSQL ($PG_URL) + Redis ($REDIS_TEST_URL) ==="
-  DATABASE_URL="$PG_URL" REDIS_URL="$REDIS_TEST_URL" python -m pytest "$@" || status=$?
-elif [ "${REQUIRE_SERVICES:-0}" = 1 ]; then
-  echo "FAILED: the PostgreSQL + Redis run is required here but cannot start: $reason"
-  status=1
+  run_services "$@" || status=$?
 else
-  echo "=== Test run 2/2 skipped: $reason ==="
+  # Most of a run is spent waiting (servers starting, subprocesses, timeouts), so the two runs
+  # go side by side; the second one's output is kept and printed after the first.
+  log="$(mktemp -t opsconsole-tests.XXXXXX)"
+  run_services "$@" >"$log" 2>&1 &
+  services_pid=$!
+  trap 'kill "$services_pid" 2>/dev/null; rm -f "$log"' EXIT
+  echo "=== Test run 1/2: SQLite, ORM broker, local-memory cache (run 2/2 goes on beside it) ==="
+  run_sqlite "$@" || status=$?
+  wait "$services_pid" || status=$?
+  echo
+  echo "=== Test run 2/2: PostgreSQL ($PG_URL) + Redis ($REDIS_TEST_URL) ==="
+  cat "$log"
 fi
 exit $status
