@@ -9,10 +9,13 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
+from monitoring.checks.prober import probe_concurrently
 from monitoring.checks.runner import run_checks
 from monitoring.models import Check, CheckStatus
 
@@ -135,3 +138,34 @@ def test_a_redirected_probe_is_timed_over_both_exchanges(target):
 
     assert result.run.status == CheckStatus.OK
     assert 2 * DELAY_MS <= result.run.value < 2 * DELAY_MS + 400
+
+
+def _connections_to(url: str) -> set[int]:
+    """Local ports of this process's open TCP connections to the target."""
+    port = int(url.rsplit(":", 1)[1])
+    return {
+        conn.laddr.port
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    }
+
+
+def test_a_second_pass_reuses_the_first_pass_threads_and_kept_alive_connections(target):
+    """Starting a thread and an HTTP client (and a TCP connection) per probe was most of a
+    probe's CPU: the next pass takes idle ones instead, each still one probe's alone."""
+    checks = [
+        Check(pk=i + 1, name=f"reuse-{i}", kind="http", config={"url": f"{target}/{i}"})
+        for i in range(20)
+    ]
+    first = probe_concurrently(checks, max_concurrency=20)
+    assert all(r.observation.error is None for r in first)
+    threads = {t.ident for t in threading.enumerate() if t.name == "probe"}
+    connections = _connections_to(target)
+    assert len(connections) >= 20
+
+    second = probe_concurrently(checks, max_concurrency=20)
+
+    assert all(r.observation.error is None for r in second)
+    assert all(r.observation.value >= DELAY_MS for r in second)
+    assert {t.ident for t in threading.enumerate() if t.name == "probe"} <= threads
+    assert _connections_to(target) == connections, "the same connections, none opened anew"

@@ -3,11 +3,14 @@
 Probes run on daemon threads rather than a ThreadPoolExecutor: a probe stuck in a call that
 ignores its timeout is abandoned when its deadline passes, and can neither delay the other
 probes of the pass nor keep the process alive at exit (executor threads are joined at exit).
-Each probe has its own ``ProbeContext`` and so its own HTTP connections: probes of one pass
-once shared one pooled client, queued on its lock, and that wait was timed as the target's
-latency (a 100 ms endpoint measured at over 1 s under 200 concurrent probes, and marked
-``warning``). An asyncio prober on one ``httpx.AsyncClient`` was measured beside this one and
-was slower on both counts (``bench/runchecks.py --compare``; docs/checks.md, ``http``).
+The threads are kept between probes (``_ProbeThreads``): starting one per probe was a tenth of
+a probe's CPU. A probe's HTTP client is its own while it runs, checked out of a pool of idle
+clients (``_ClientPool``) and given back after: probes of one pass once shared one pooled
+client, queued on its lock, and that wait was timed as the target's latency (a 100 ms endpoint
+measured at over 1 s under 200 concurrent probes, and marked ``warning``); a new client per
+probe then cost more CPU than the rest of the probe. An asyncio prober on one
+``httpx.AsyncClient`` was measured beside this one and was slower on both counts
+(``bench/runchecks.py --compare``; docs/checks.md, ``http``).
 The prober never writes to the database; recording is the caller's (``runner``).
 """
 
@@ -20,6 +23,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -35,45 +39,131 @@ logger = logging.getLogger(__name__)
 # Time allowed past a probe's own timeout before it is abandoned: the probe's own timeout
 # normally fires first and gives a more precise message.
 DEADLINE_MARGIN = 0.25
+# Idle HTTP clients kept for the next probes (each with at most CLIENT_CONNECTIONS kept-alive
+# connections), and idle probe threads kept waiting for work; beyond these they are closed
+# and end. Sized for a runner's concurrency (CHECKS_MAX_CONCURRENCY, 50 by default).
+MAX_IDLE_CLIENTS = 64
+MAX_IDLE_THREADS = 64
+# A redirect to another host needs a second connection.
+CLIENT_CONNECTIONS = 4
+
+
+def _new_client() -> httpx.Client:
+    return httpx.Client(
+        verify=tls_context(),
+        limits=httpx.Limits(
+            max_connections=CLIENT_CONNECTIONS, max_keepalive_connections=CLIENT_CONNECTIONS
+        ),
+        follow_redirects=True,
+        headers={"User-Agent": "opsconsole-check/1"},
+    )
+
+
+class _ClientPool:
+    """Idle HTTP clients, each used by one probe at a time.
+
+    A probe takes a client (a new one when none is idle) and gives it back when it is done,
+    so no probe ever waits for another's connection or for a lock held during a request:
+    the pool's lock is held only to take or give a client. What a client keeps between
+    probes is its kept-alive connections, so checks of one host probed pass after pass reuse
+    them, as a browser does, instead of a TCP (and TLS) handshake per probe; httpx drops one
+    idle past its keep-alive expiry or closed by the server. At most ``MAX_IDLE_CLIENTS``
+    wait: one given back beyond that is closed.
+    """
+
+    def __init__(self, max_idle: int = MAX_IDLE_CLIENTS) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[httpx.Client] = []
+        self._max_idle = max_idle
+
+    def take(self) -> httpx.Client:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return _new_client()
+
+    def give_back(self, client: httpx.Client) -> None:
+        with self._lock:
+            if client.is_closed:
+                return
+            if len(self._idle) < self._max_idle:
+                self._idle.append(client)
+                return
+        client.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for client in idle:
+            client.close()
+
+
+_clients = _ClientPool()
 
 
 class ProbeContext:
-    """What one probe is given: ``http``, an HTTP client of this probe alone.
+    """What one probe is given: ``http``, an HTTP client that is this probe's alone until
+    ``close`` gives it back (see ``_ClientPool``): what a kind times is the target, never a
+    wait for a connection another probe holds."""
 
-    Its own client means its own connections: no probe waits for a connection another probe
-    holds, nor on a pool lock that every probe of the pass takes, so what a kind times is the
-    target. A fresh connection per probe is also what a new visitor pays, and every run of a
-    check measures the same thing (never sometimes a kept-alive connection, sometimes not).
-    ``max_connections`` bounds the connections the client may open: a redirect to another host
-    needs a second one.
-    """
-
-    def __init__(self, max_connections: int = 4):
-        # A kind may hand work to threads of its own: the client is still made once.
+    def __init__(self, pool: _ClientPool | None = None):
+        # A kind may hand work to threads of its own: the client is still taken once.
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
-        self._max_connections = max_connections
+        self._pool = pool or _clients
 
     @property
     def http(self) -> httpx.Client:
         with self._lock:
             if self._http is None:
-                self._http = httpx.Client(
-                    verify=tls_context(),
-                    limits=httpx.Limits(
-                        max_connections=self._max_connections,
-                        max_keepalive_connections=self._max_connections,
-                    ),
-                    follow_redirects=True,
-                    headers={"User-Agent": "opsconsole-check/1"},
-                )
+                self._http = self._pool.take()
             return self._http
 
     def close(self) -> None:
         with self._lock:
             if self._http is not None:
-                self._http.close()
+                self._pool.give_back(self._http)
                 self._http = None
+
+
+class _ProbeThreads:
+    """Daemon threads that run probes, kept waiting between them.
+
+    A probe is handed to an idle thread, or to a new one when none is idle, so a probe never
+    waits for a thread: one stuck past its deadline keeps its thread, and the next probe gets
+    another. A thread that finds ``max_idle`` others idle when it finishes ends instead of
+    waiting. The idle count and the queue change together under one lock, so every task put
+    has a thread waiting for it.
+    """
+
+    def __init__(self, max_idle: int = MAX_IDLE_THREADS) -> None:
+        self._lock = threading.Lock()
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._max_idle = max_idle
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._tasks.put(task)
+                return
+        threading.Thread(target=self._work, args=(task,), daemon=True, name="probe").start()
+
+    def _work(self, task: Callable[[], None]) -> None:
+        while True:
+            try:
+                task()
+            except BaseException:  # noqa: BLE001 - a task reports its own outcome
+                logger.exception("a probe thread's task raised")
+            with self._lock:
+                if self._idle >= self._max_idle:
+                    return
+                self._idle += 1
+            task = self._tasks.get()
+
+
+_threads = _ProbeThreads()
 
 
 _tls_lock = threading.Lock()
@@ -125,8 +215,11 @@ def _observe(check: Check, ctx: ProbeContext) -> Observation:
         logger.exception("probe of %s raised", check.name, extra={"check": check.name})
         return Observation(error=f"probe error: {type(exc).__name__}: {exc}")
     finally:
-        # Connections opened on this thread belong to it alone.
-        connections.close_all()
+        # Connections opened on this thread belong to it alone, and the thread lives on to
+        # run other probes: closed here, when the kind opened one (most open none).
+        for conn in connections.all(initialized_only=True):
+            if conn.connection is not None:
+                conn.close()
 
 
 def redact_observation(observation: Observation, secrets: list[str]) -> Observation:
@@ -151,25 +244,21 @@ def probe_concurrently(
 
     def worker(index: int, check: Check, started: float) -> None:
         ctx = ProbeContext()
+        observation = Observation(error="probe error: no observation")
         try:
             observation = _probe(check, ctx)
         finally:
-            # An abandoned probe closes its own connections when its call returns; closing
-            # them from here, under a request in flight, is not safe in httpx.
+            # An abandoned probe gives its client back when its call returns; closing it
+            # from here, under a request in flight, is not safe in httpx.
             ctx.close()
-        done.put((index, observation, (time.monotonic() - started) * 1000))
+            done.put((index, observation, (time.monotonic() - started) * 1000))
 
     while waiting or running:
         while waiting and len(running) < max_concurrency:
             index, check = waiting.popleft()
             started = time.monotonic()
             running[index] = (started, started + check.timeout_seconds + DEADLINE_MARGIN)
-            threading.Thread(
-                target=worker,
-                args=(index, check, started),
-                daemon=True,
-                name=f"probe-{check.name}",
-            ).start()
+            _threads.submit(functools.partial(worker, index, check, started))
         next_deadline = min(deadline for _, deadline in running.values())
         try:
             index, observation, duration = done.get(
