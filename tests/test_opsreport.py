@@ -236,3 +236,17 @@ def test_report_pages_are_for_staff_only(client, plain_user_client):
         response = who.get(f"/reports/{report.pk}/?format=text")
         assert response.status_code in (302, 403)
         assert b"secret text" not in response.content
+
+
+def test_a_process_blocks_badge_follows_its_status_word_not_the_debounced_check_status():
+    """A process check still "ok" (its debounce not yet spent) whose latest run found no
+    process is shown "offline" in red, never a red word on a green badge."""
+    check = Check.objects.create(
+        name="worker", kind="process", config={"name": "worker"}, status="ok", debounce=3
+    )
+    CheckRun.objects.create(check_obj=check, status="critical", details={"count": 0})
+    report = build_report()
+    block = next(s for s in report.sections if s["kind"] == "processes")
+    entry = next(e for e in block["entries"] if e["name"] == "worker")
+    assert (entry["state"], entry["status"]) == ("offline", "critical")
+    assert "❌ worker" in report.text

@@ -404,6 +404,18 @@ def _process_state(check: Check, run: CheckRun | None) -> str:
     return "online"
 
 
+def _process_status(check: Check, state: str) -> str:
+    """The badge and icon of a process block follow its status word, so "errored" is never
+    drawn green while the check's own status waits out its debounce."""
+    if state == "online":
+        return check.status
+    if state.startswith("degraded"):
+        return CheckStatus.WARNING
+    if state in ("offline", "errored"):
+        return CheckStatus.CRITICAL
+    return CheckStatus.UNKNOWN
+
+
 def process_section(layout: dict[str, Any], now: datetime) -> dict[str, Any]:
     names = layout.get("processes")
     if names:
@@ -417,12 +429,13 @@ def process_section(layout: dict[str, Any], now: datetime) -> dict[str, Any]:
         run = runs.get(check.pk)
         details = run.details if run and isinstance(run.details, dict) else {}
         uptime = details.get("uptime_seconds")
+        state = _process_state(check, run)
         entries.append(
             {
                 "name": check.name,
                 "check_id": check.pk,
-                "status": check.status,
-                "state": _process_state(check, run),
+                "status": _process_status(check, state),
+                "state": state,
                 "uptime": format_duration(uptime) if uptime is not None else "—",
                 "restarts": details.get("restarts_last_hour", "—"),
                 "memory": f"{details['rss_mb']:.0f}MB" if "rss_mb" in details else "—",
