@@ -175,6 +175,21 @@ def test_a_batch_costs_at_most_three_statements_per_run():
     assert not [q for q in queries.captured_queries if "monitoring_alert" in q["sql"]]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_new_checks_first_healthy_runs_look_at_no_alert():
+    """A fresh install's first pass moves every check from unknown to ok: a change, but
+    with no alert to resolve it costs no alert or flapping lookup per check."""
+    checks = value_checks(40)
+    now = timezone.now()
+    with CaptureQueriesContext(connection) as queries:
+        claimed = Check.claim_due(now, limit=40, owner="a:1:x", lease_for=lease_seconds)
+        record_runs(pending_for(claimed, now))
+    assert CheckRun.objects.filter(status_changed=True).count() == 40
+    assert {c.status for c in Check.objects.filter(pk__in=[c.pk for c in checks])} == {"ok"}
+    assert len(queries.captured_queries) <= 12, [q["sql"][:60] for q in queries.captured_queries]
+    assert not [q for q in queries.captured_queries if "monitoring_alert" in q["sql"]]
+
+
 def test_a_batch_keeps_debounce_status_changes_and_alerts():
     checks = value_checks(3, debounce=2)
     for c in checks:

@@ -238,8 +238,8 @@ def is_flapping(check: Check) -> bool:
 def after_record(check: Check, run: CheckRun, previous_status: str) -> None:
     """hook(check, run, previous_status), called by ``record_runs`` inside its transaction.
 
-    Looks at alerts only when something can change: the status changed, the check is failing
-    (its alert opens, counts or waits on a dependency) or it has an active alert (a flapping
+    Looks at alerts only when something can change: the check is failing (its alert opens,
+    counts or waits on a dependency) or it has an active alert (to resolve, or a flapping
     alert to settle). A healthy check staying healthy without an alert costs no query, which
     keeps OK runs and pings cheap.
     """
@@ -247,7 +247,7 @@ def after_record(check: Check, run: CheckRun, previous_status: str) -> None:
     status = check.status
     if status == CheckStatus.PAUSED:
         return
-    if not needs_alert_logic(status, run.status_changed, check.has_open_alert):
+    if not needs_alert_logic(status, check.has_open_alert):
         return
     if not run.status_changed and status not in FAILING:
         # Healthy with the flag set: only a flapping alert can be settled by this run. The

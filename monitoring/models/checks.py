@@ -618,11 +618,13 @@ def record_runs(pending: list[PendingRun], *, isolate: bool = True, locked: bool
     _observe_lag([p for p in pending if p.run is not None and p.slot_at is not None])
 
 
-def needs_alert_logic(status: str, changed: bool, has_open_alert: bool) -> bool:
-    """Whether recording a run can change anything about alerts: the status changed, the
-    check is failing (its alert opens, counts or waits on a dependency), or it has an active
-    alert (a flapping one to settle). The after-record hook and the fast path both ask this."""
-    return changed or has_open_alert or status in (CheckStatus.WARNING, CheckStatus.CRITICAL)
+def needs_alert_logic(status: str, has_open_alert: bool) -> bool:
+    """Whether recording a run can change anything about alerts: the check is failing (its
+    alert opens, counts or waits on a dependency) or it has an active alert (to resolve, or a
+    flapping one to settle). A healthy change without an open alert (a new check's first OK,
+    a recovery whose alert never opened) has nothing to resolve, and flapping is caught at
+    the changes into a failing status. The after-record hook and the fast path both ask this."""
+    return has_open_alert or status in (CheckStatus.WARNING, CheckStatus.CRITICAL)
 
 
 def _transition(p: PendingRun) -> tuple[dict[str, Any], str]:
@@ -692,7 +694,7 @@ def record_unchanged(p: PendingRun) -> bool:
     fields, previous = _transition(p)
     run = p.run
     assert run is not None
-    if needs_alert_logic(fields["status"], run.status_changed, False):
+    if needs_alert_logic(fields["status"], False):
         p.run = None
         return False
     statements = _hot_statements()
