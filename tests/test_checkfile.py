@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from monitoring.models import Check
 
@@ -84,6 +86,20 @@ def test_update_changes_fields_and_prune_deletes_the_rest(tmp_path, capsys):
     assert "1 updated" in out and "1 deleted" in out
     assert Check.objects.get(name="api-health").warn == 900
     assert not Check.objects.filter(name="stray").exists()
+
+
+@pytest.mark.django_db
+def test_an_update_writes_only_what_the_file_changed(tmp_path):
+    """Reloading the file while runners work: the UPDATE names only the changed fields, so a
+    run recorded or a slot claimed meanwhile (status, lease, next run) is not undone."""
+    call_command("loadchecks", str(write(tmp_path, GOOD)))
+    changed = GOOD.replace("warn: 800", "warn: 900")
+    with CaptureQueriesContext(connection) as queries:
+        call_command("loadchecks", str(write(tmp_path, changed)))
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 1 and '"warn"' in updates[0]
+    for runtime in ('"status"', '"lease_owner"', '"next_run_at"', '"last_run_at"'):
+        assert runtime not in updates[0]
 
 
 @pytest.mark.django_db

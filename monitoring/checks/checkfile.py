@@ -312,7 +312,9 @@ def _apply_checks(entries: list[dict[str, Any]], prune: bool) -> dict[str, int]:
             changed.update(state={}, next_run_at=None, streak_status="", streak_count=0)
         for key, value in changed.items():
             setattr(check, key, value)
-        check.save()
+        # Only what the file changed: a run recorded or a slot claimed since the checks were
+        # read above is not undone by a full save.
+        check.save(update_fields=[*changed, "updated_at"])
         counts["updated"] += 1
     for entry in entries:
         check = existing[entry["name"]]
