@@ -5,8 +5,8 @@ from django.db import migrations, models
 
 # Uptime reads a check's status changes over the last 30 days (monitoring.history.uptime):
 # a partial index holds only those rows, so the read does not wade through the raw runs.
-# Plain SQL because CheckRun's model state belongs to the runner's migrations; both
-# PostgreSQL and SQLite accept this statement.
+# Plain SQL, accepted by PostgreSQL and SQLite; 0011 replaces it with the covering index
+# CheckRun declares.
 CHANGES_INDEX = (
     "CREATE INDEX IF NOT EXISTS checkrun_changes_idx "
     "ON monitoring_checkrun (check_id, created_at) WHERE status_changed"
