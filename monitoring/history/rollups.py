@@ -41,6 +41,8 @@ HOUR = timedelta(seconds=RollupPeriod.HOUR)
 BUCKETS_PER_QUERY = 24
 # Rows per upsert statement: 13 parameters each, well under SQLite's limit of 32,766.
 UPSERT_BATCH = 500
+# Rows per upsert statement on PostgreSQL, where they travel as 13 arrays.
+UPSERT_BATCH_ARRAYS = 10_000
 NOT_OK = (CheckStatus.WARNING, CheckStatus.CRITICAL, CheckStatus.UNKNOWN)
 # Ranks by severity, unique per status so that the worst status can be read back from a MAX.
 _RANK = {CheckStatus.OK: 0, CheckStatus.PAUSED: 1, CheckStatus.UNKNOWN: 2}
@@ -92,35 +94,60 @@ def slot_of(field: str, starts: list[datetime], step: timedelta) -> Case:
     )
 
 
-def _upsert(rows: list[CheckRollup]) -> None:
-    """Inserts or replaces whole buckets, never with one of fewer runs (see the module doc):
-    ``INSERT … ON CONFLICT DO UPDATE … WHERE``, which PostgreSQL and SQLite (3.24+) both
-    have and Django's ``bulk_create`` cannot express."""
+# The columns of a rollup row as ``_upsert`` takes it: the bucket's key, then UPDATE_FIELDS.
+COLUMNS = ["check_obj", "period", "bucket", *UPDATE_FIELDS]
+
+
+def _upsert(rows: list[tuple]) -> None:
+    """Inserts or replaces whole buckets (tuples in ``COLUMNS`` order, the bucket already
+    adapted for the database), never with one of fewer runs (see the module doc):
+    ``INSERT … ON CONFLICT DO UPDATE … WHERE``, which PostgreSQL and SQLite (3.24+) both have
+    and Django's ``bulk_create`` cannot express. On PostgreSQL the rows travel as one array
+    per column (``unnest``): the driver's cost is per placeholder, and a backfill writes
+    hundreds of thousands of rows."""
     if not rows:
         return
+    ops = connection.ops
     meta = CheckRollup._meta
-    fields = [meta.get_field(name) for name in ("check_obj", "period", "bucket", *UPDATE_FIELDS)]
-    table = connection.ops.quote_name(meta.db_table)
-    columns = [connection.ops.quote_name(f.column) for f in fields]
-    key = ", ".join(columns[:3])
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[3:])
-    run_count = connection.ops.quote_name(meta.get_field("run_count").column)
-    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    fields = [meta.get_field(name) for name in COLUMNS]
+    table = ops.quote_name(meta.db_table)
+    columns = [ops.quote_name(f.column) for f in fields]
+    run_count = ops.quote_name(meta.get_field("run_count").column)
+    distinct = "IS DISTINCT FROM" if connection.vendor == "postgresql" else "IS NOT"
+    suffix = (
+        f" ON CONFLICT ({', '.join(columns[:3])}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in columns[3:])
+        + f" WHERE excluded.{run_count} >= {table}.{run_count}"
+        # A bucket recomputed unchanged (housekeeping's pass over a day the job summarised)
+        # writes no new row version.
+        + f" AND ({', '.join(f'{table}.{c}' for c in columns[3:])}) {distinct} "
+        + f"({', '.join(f'excluded.{c}' for c in columns[3:])})"
+    )
+    head = f"INSERT INTO {table} ({', '.join(columns)}) "
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+            for i in range(0, len(rows), UPSERT_BATCH_ARRAYS):
+                batch = rows[i : i + UPSERT_BATCH_ARRAYS]
+                cursor.execute(
+                    f"{head}SELECT * FROM unnest({arrays}){suffix}",
+                    [list(column) for column in zip(*batch, strict=True)],
+                )
+            return
+        placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
         for i in range(0, len(rows), UPSERT_BATCH):
             batch = rows[i : i + UPSERT_BATCH]
-            params = [
-                f.get_db_prep_save(getattr(row, f.attname), connection)
-                for row in batch
-                for f in fields
-            ]
             cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) "
-                f"VALUES {', '.join([placeholders] * len(batch))} "
-                f"ON CONFLICT ({key}) DO UPDATE SET {updates} "
-                f"WHERE excluded.{run_count} >= {table}.{run_count}",
-                params,
+                f"{head}VALUES {', '.join([placeholders] * len(batch))}{suffix}",
+                [value for row in batch for value in row],
             )
+
+
+def _adapted(starts: list[datetime]) -> list:
+    """The bucket starts as the database takes them in raw SQL (SQLite: UTC text)."""
+    if connection.vendor == "postgresql":
+        return starts
+    return [connection.ops.adapt_datetimefield_value(at) for at in starts]
 
 
 def _five_minute_pass(starts: list[datetime]) -> int:
@@ -142,24 +169,41 @@ def _five_minute_pass(starts: list[datetime]) -> int:
             rank=Max(_rank_of("status")),
             interval=Max("check_obj__interval_seconds"),
         )
-    )
-    rows = [
-        CheckRollup(
-            check_obj_id=g["check_obj_id"],
-            period=RollupPeriod.FIVE_MINUTES,
-            bucket=starts[g["slot"]],
-            run_count=g["runs"],
-            failed_count=g["failed"],
-            value_count=g["nvalues"],
-            value_sum=g["vsum"] or 0.0,
-            value_min=g["vmin"],
-            value_max=g["vmax"],
-            duration_sum_ms=g["dsum"] or 0.0,
-            duration_max_ms=g["dmax"] or 0.0,
-            worst_status=_STATUS_OF_RANK[g["rank"]],
-            not_ok_seconds=float(min(step.total_seconds(), g["failed"] * (g["interval"] or 60))),
+        .values_list(
+            "check_obj_id",
+            "slot",
+            "runs",
+            "failed",
+            "nvalues",
+            "vsum",
+            "vmin",
+            "vmax",
+            "dsum",
+            "dmax",
+            "rank",
+            "interval",
         )
-        for g in grouped
+    )
+    buckets = _adapted(starts)
+    length = step.total_seconds()
+    period = int(RollupPeriod.FIVE_MINUTES)
+    rows = [
+        (
+            check_id,
+            period,
+            buckets[slot],
+            runs,
+            failed,
+            nvalues,
+            vsum or 0.0,
+            vmin,
+            vmax,
+            dsum or 0.0,
+            dmax or 0.0,
+            _STATUS_OF_RANK[rank],
+            float(min(length, failed * (interval or 60))),
+        )
+        for check_id, slot, runs, failed, nvalues, vsum, vmin, vmax, dsum, dmax, rank, interval in grouped
     ]
     _upsert(rows)
     return len(rows)
@@ -186,24 +230,40 @@ def _hourly_pass(starts: list[datetime]) -> int:
             rank=Max(_rank_of("worst_status")),
             not_ok=Sum("not_ok_seconds"),
         )
-    )
-    rows = [
-        CheckRollup(
-            check_obj_id=g["check_obj_id"],
-            period=RollupPeriod.HOUR,
-            bucket=starts[g["slot"]],
-            run_count=g["runs"] or 0,
-            failed_count=g["failed"] or 0,
-            value_count=g["nvalues"] or 0,
-            value_sum=g["vsum"] or 0.0,
-            value_min=g["vmin"],
-            value_max=g["vmax"],
-            duration_sum_ms=g["dsum"] or 0.0,
-            duration_max_ms=g["dmax"] or 0.0,
-            worst_status=_STATUS_OF_RANK[g["rank"]],
-            not_ok_seconds=g["not_ok"] or 0.0,
+        .values_list(
+            "check_obj_id",
+            "slot",
+            "runs",
+            "failed",
+            "nvalues",
+            "vsum",
+            "vmin",
+            "vmax",
+            "dsum",
+            "dmax",
+            "rank",
+            "not_ok",
         )
-        for g in grouped
+    )
+    buckets = _adapted(starts)
+    period = int(RollupPeriod.HOUR)
+    rows = [
+        (
+            check_id,
+            period,
+            buckets[slot],
+            runs or 0,
+            failed or 0,
+            nvalues or 0,
+            vsum or 0.0,
+            vmin,
+            vmax,
+            dsum or 0.0,
+            dmax or 0.0,
+            _STATUS_OF_RANK[rank],
+            not_ok or 0.0,
+        )
+        for check_id, slot, runs, failed, nvalues, vsum, vmin, vmax, dsum, dmax, rank, not_ok in grouped
     ]
     _upsert(rows)
     return len(rows)
