@@ -153,6 +153,7 @@ def test_report_page_shows_sections_with_css_badges_and_tables(staff_client):
     assert '<span class="badge critical">offline</span>' in html
     assert '<span class="badge ok">online</span>' in html
     assert '<span class="badge warning">warning</span>' in html
+    assert '<span class="badge critical">critical</span> <a href="/alerts/' in html
     for emoji in ("✅", "❌", "⚠", "📊", "🗄", "📈", "💾", "🚨"):
         assert emoji not in html
     # Process and rows sections are tables that stack on a phone.

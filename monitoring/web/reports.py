@@ -40,7 +40,8 @@ def page_sections(sections: Any) -> list[dict[str, Any]]:
             section[key] = [
                 dict(
                     item,
-                    badge=_badge(item.get("status") or item.get("severity")),
+                    # An alert's colour is its severity (its status is open or acknowledged).
+                    badge=_badge(item.get("severity") or item.get("status")),
                     # Links only to a whole-number id: anything else would not reverse.
                     link_id=_whole(item.get("id") or item.get("check_id")),
                 )
