@@ -9,8 +9,8 @@ class BacklogConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at the top: these modules use the models, which Django loads
         # only once every app's config is created.
+        from backlog import activity as backlog_activity
         from backlog import (
-            activity as backlog_activity,
             kinds,  # noqa: F401 - registers the backlog check kind
             pages,
             retention,
