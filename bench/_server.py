@@ -36,6 +36,29 @@ def bench_env(database_url: str, workdir: Path) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def scratch_postgres(prefix: str) -> Iterator[str | None]:
+    """A database made for one benchmark on BENCH_POSTGRES_URL and dropped after it; yields
+    its URL, or None (saying why) when PostgreSQL is not answering."""
+    # Imported here: the SQLite-only runs of the benchmarks need no PostgreSQL driver.
+    import psycopg
+
+    admin_url = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name = f"{prefix}_{os.getpid()}"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        print(f"PostgreSQL skipped: {admin_url} is not answering ({exc})")
+        yield None
+        return
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

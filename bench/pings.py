@@ -16,7 +16,6 @@ Targets: at least 300 pings/s with no error responses; at most 4 statements and,
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import statistics
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 import psutil
-from _server import bench_env, django_output, gunicorn, migrate_and_run
+from _server import bench_env, django_output, gunicorn, migrate_and_run, scratch_postgres
 
 TARGET = 300.0
 STATEMENTS_TARGET = 4
@@ -251,22 +250,8 @@ def main() -> int:
 
 
 def run_postgres(args: argparse.Namespace, workdir: Path) -> list[bool]:
-    import psycopg
-
-    admin_url = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name = f"bench_pings_{os.getpid()}"
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        print(f"PostgreSQL skipped: {admin_url} is not answering ({exc})")
-        return []
-    try:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        base = admin_url.rsplit("/", 1)[0]
-        return [bench("PostgreSQL", f"{base}/{name}", args, workdir)]
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with scratch_postgres("bench_pings") as url:
+        return [] if url is None else [bench("PostgreSQL", url, args, workdir)]
 
 
 if __name__ == "__main__":

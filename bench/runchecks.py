@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from _server import scratch_postgres
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -193,22 +195,8 @@ def run_in_child(label: str, database_url: str, args: argparse.Namespace) -> boo
 
 
 def run_postgres(args: argparse.Namespace) -> list[bool]:
-    import psycopg
-
-    admin_url = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name = f"bench_runchecks_{os.getpid()}"
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        print(f"PostgreSQL skipped: {admin_url} is not answering ({exc})")
-        return []
-    try:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        base = admin_url.rsplit("/", 1)[0]
-        return [run_in_child("PostgreSQL", f"{base}/{name}", args)]
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with scratch_postgres("bench_runchecks") as url:
+        return [] if url is None else [run_in_child("PostgreSQL", url, args)]
 
 
 # --- --compare: ways to reach the targets, the same requests each -----------------------------
