@@ -115,6 +115,36 @@ def test_rollups_agree_with_the_raw_runs_they_summarise():
     )
 
 
+def test_a_run_on_a_bucket_boundary_belongs_to_the_bucket_it_starts():
+    """The bucket of a run is computed by arithmetic on its epoch seconds: a run a microsecond
+    before a boundary and one exactly on it land in neighbouring buckets, 5-minute and hourly."""
+    check = make_check()
+    boundary = datetime(2026, 3, 31, 11, 0, tzinfo=UTC)
+    CheckRun.objects.bulk_create(
+        [
+            run(check, boundary - timedelta(microseconds=1), "critical", 1.0),
+            run(check, boundary, "ok", 2.0),
+            run(check, boundary + timedelta(minutes=5) - timedelta(microseconds=1), "ok", 3.0),
+            run(check, boundary + timedelta(minutes=5), "warning", 4.0),
+        ]
+    )
+    refresh_rollups(now=NOW, since=datetime(2026, 3, 31, 10, 50, tzinfo=UTC))
+    fives = {
+        r.bucket.strftime("%H:%M"): (r.run_count, r.value_sum, r.worst_status)
+        for r in CheckRollup.objects.filter(check_obj=check, period=RollupPeriod.FIVE_MINUTES)
+    }
+    assert fives == {
+        "10:55": (1, 1.0, "critical"),
+        "11:00": (2, 5.0, "ok"),
+        "11:05": (1, 4.0, "warning"),
+    }
+    hours = {
+        r.bucket.strftime("%H:%M"): (r.run_count, r.worst_status)
+        for r in CheckRollup.objects.filter(check_obj=check, period=RollupPeriod.HOUR)
+    }
+    assert hours == {"10:00": (1, "critical"), "11:00": (3, "warning")}
+
+
 def test_the_minute_pass_is_idempotent_and_counts_runs_committed_late():
     check = make_check()
     CheckRun.objects.bulk_create(

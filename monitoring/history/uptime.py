@@ -112,7 +112,8 @@ def _uptimes_in_sql(
     found: dict[int, Uptime] = {}
     for chunk in chunks:
         if vendor == "postgresql":
-            in_ids, id_params = "= ANY(%s)", [chunk]
+            # bigint[], the column's type (psycopg would send small ids as smallint[]).
+            in_ids, id_params = "= ANY(%s::bigint[])", [chunk]
         else:
             in_ids, id_params = f"IN ({', '.join(['%s'] * len(chunk))})", chunk
         # A check without a status before the windows gets a NULL status at their start: it
