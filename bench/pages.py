@@ -12,7 +12,7 @@ refresh (timed), measures server time in-process (Django test client, median of 
 after a warm-up) and drops the database (unless --keep; --reuse measures a kept one again,
 --profile prints where one page's time goes). Targets:
 
-- dashboard ≤ 200 ms and ≤ 20 queries, the same count on an empty and on the full database;
+- dashboard ≤ 200 ms and ≤ 20 queries, the same count over one check and over the full database;
 - checks list ≤ 200 ms;
 - CheckRun admin changelist, page 1 and page 1 filtered by status, ≤ 300 ms each;
 - a check page with its chart ≤ 150 ms, and with the 30-day chart (``?range=30d``) ≤ 250 ms;
@@ -139,6 +139,23 @@ def profile(client, url: str, before: Callable[[], None] | None = None, **header
     stats.sort_stats("cumulative").print_stats(40)
 
 
+def queries_with_one_check(client) -> int:
+    """The dashboard's query count over one check with one run (then removed): with no check
+    at all the history reads are skipped, so the fair comparison is the smallest database
+    that draws a row."""
+    from django.utils import timezone
+
+    from monitoring.models import Check, CheckRun
+
+    check = Check.objects.create(
+        name="bench-seed", kind="http", config={"url": "http://127.0.0.1:9/"}
+    )
+    CheckRun.objects.create(check_obj=check, status="ok", value=1.0, created_at=timezone.now())
+    _, queries = measure(client, "/", repeat=1)
+    check.delete()
+    return queries
+
+
 def load(args: argparse.Namespace) -> int:
     """Fills the tables; returns the id of a check with a full history."""
     from django.db import connection
@@ -227,7 +244,9 @@ def load(args: argparse.Namespace) -> int:
     result = refresh_rollups()
     print(f"  one every-minute rollup pass: {(time.perf_counter() - started) * 1000:.0f} ms")
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        # What autovacuum does to a live table: statistics, and the visibility map that lets
+        # the history reads use index-only scans.
+        cursor.execute("VACUUM ANALYZE")
     return last
 
 
@@ -282,7 +301,7 @@ def main() -> int:
             check_id = Check.objects.order_by("-id").values_list("id", flat=True)[0]
             empty_queries = None
         else:
-            _, empty_queries = measure(client, "/", repeat=1)
+            empty_queries = queries_with_one_check(client)
             print(
                 f"Loading {args.checks} checks, {args.runs:,} runs, {args.alerts} alerts, "
                 f"{args.items:,} batch items into {name} ..."
@@ -355,7 +374,7 @@ def main() -> int:
             same = full_queries == empty_queries
             failed |= not same
             print(
-                f"dashboard queries: {empty_queries} on an empty database,"
+                f"dashboard queries: {empty_queries} with one check,"
                 f" {full_queries} on the full one"
                 f"  {'OK (independent of data size)' if same else 'MISSED'}"
             )
