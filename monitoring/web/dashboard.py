@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,9 +58,41 @@ CHECK_FIELDS = (
 )
 
 
-def check_groups(checks: list[Check]) -> list[dict[str, Any]]:
+@dataclass(slots=True)
+class DashboardCheck:
+    """What a dashboard row shows of a check: read as plain values (500 model instances cost
+    twice the query), plus its 24-hour uptime and strip."""
+
+    id: int
+    name: str
+    kind: str
+    component: str
+    status: str
+    last_value: float | None
+    last_message: str
+    last_run_at: datetime | None
+    enabled: bool
+    muted_until: datetime | None
+    uptime_24h: float | None = None
+    strip: str = ""
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+
+def dashboard_checks(now: datetime) -> list[DashboardCheck]:
+    rows = (
+        Check.objects.annotate(muted_until=mute_end(now))
+        .order_by("component", "name")
+        .values_list(*CHECK_FIELDS, "muted_until")
+    )
+    return [DashboardCheck(*row) for row in rows]
+
+
+def check_groups(checks: list[DashboardCheck]) -> list[dict[str, Any]]:
     """Checks by component, the worst component first so that problems are on top."""
-    groups: dict[str, list[Check]] = {}
+    groups: dict[str, list[DashboardCheck]] = {}
     for check in checks:
         groups.setdefault(check.component or "other", []).append(check)
     result = []
@@ -80,7 +113,7 @@ def check_groups(checks: list[Check]) -> list[dict[str, Any]]:
     return result
 
 
-def freshness_rows(checks: list[Check]) -> list[dict[str, Any]]:
+def freshness_rows(checks: list[DashboardCheck]) -> list[dict[str, Any]]:
     """Newest data of each freshness check (its age is the check's value), from the checks
     the dashboard has already read."""
     rows = []
@@ -144,7 +177,7 @@ def register_panels() -> None:
     register_panel(DashboardPanel("queue", "pages/panels/queue.html", queue_state, 50))
 
 
-def annotate_checks(checks: list[Check], now: datetime) -> dict[int, Check]:
+def annotate_checks(checks: list[DashboardCheck], now: datetime) -> dict[int, DashboardCheck]:
     """Puts on each check what its dashboard row shows beside its state: uptime over 24 h and
     the 24-hour status strip. Two queries for any number of checks: the status changes of the
     last 24 h only (the row shows no other window) and the hourly rollups. The strip is the
@@ -161,11 +194,7 @@ def annotate_checks(checks: list[Check], now: datetime) -> dict[int, Check]:
 
 def dashboard_context() -> dict[str, Any]:
     now = timezone.now()
-    checks = list(
-        Check.objects.only(*CHECK_FIELDS)
-        .annotate(muted_until=mute_end(now))
-        .order_by("component", "name")
-    )
+    checks = dashboard_checks(now)
     by_id = annotate_checks(checks, now)
     alerts = open_alerts()
     for alert in alerts["alerts"]:
