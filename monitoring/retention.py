@@ -14,6 +14,7 @@ from monitoring.history.rollups import (
     fill_missing_rollups,
     floor_time,
     recompute_rollups,
+    window_summarised,
 )
 from monitoring.models import Alert, AlertStatus, Check, CheckRun, Report
 from monitoring.models.history import CheckRollup, RollupPeriod
@@ -88,10 +89,12 @@ def _check_runs(now: datetime, deleter: ChunkedDeleter, result: RuleResult) -> N
         bulk = old.exclude(check_obj_id__in=list(special)) if special else old
     # Every window of old runs is rolled up from all its runs (every check's) before any of
     # them is deleted: the rollups job only looks back a few minutes, so after an upgrade or
-    # a stopped worker these buckets would otherwise never be summarised. Buckets thinned by
-    # an earlier pass are recomputed too (their kept runs are old), but a rollup is never
-    # replaced by one of fewer runs, so they keep their full summary. A window of kept runs
-    # only (status changes) is rolled up once, when it has no rollup yet (an upgrade).
+    # a stopped worker these buckets would otherwise never be summarised. In steady state the
+    # job has summarised the window already: the database checks that every run is counted
+    # (``window_summarised``) and the recomputation is skipped. Buckets thinned by an earlier
+    # pass count fewer runs than their rollup, which is kept: a rollup is never replaced by
+    # one of fewer runs. A window of kept runs only (status changes) is rolled up once, when
+    # it has no rollup yet (an upgrade).
     # Windows lie on a fixed grid so that each bucket belongs to one.
     everything = CheckRun.objects.filter(created_at__lt=cutoff)
     found = _next_run(everything, None, cutoff)
@@ -100,8 +103,9 @@ def _check_runs(now: datetime, deleter: ChunkedDeleter, result: RuleResult) -> N
         end = min(start + ROLLUP_WINDOW, cutoff)
         deletable = _next_run(old, start, end) is not None
         if not deleter.dry_run and (
-            deletable
-            or not CheckRollup.objects.filter(
+            not window_summarised(start, end)
+            if deletable
+            else not CheckRollup.objects.filter(
                 period=RollupPeriod.FIVE_MINUTES, bucket__gte=start, bucket__lt=end
             ).exists()
         ):

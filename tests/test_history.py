@@ -531,3 +531,72 @@ def test_a_rollup_is_never_replaced_by_a_recomputation_that_counts_fewer_runs():
     recompute_rollups(bucket, bucket + timedelta(minutes=5))
     grown = CheckRollup.objects.get(check_obj=check, period=300, bucket=bucket)
     assert (grown.run_count, grown.value_max) == (6, 50.0)
+
+
+def test_housekeeping_checks_the_window_is_summarised_and_recomputes_only_what_is_not(settings):
+    """In steady state the every-minute job has summarised a day before housekeeping reaches
+    it: the database confirms every run is counted and nothing is recomputed. A run committed
+    after the job's last pass over its bucket, or an hourly rollup left behind (a job stopped
+    between its two passes), makes the window unsummarised, and housekeeping then recomputes
+    it before deleting, so that nothing is lost."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from monitoring.history.rollups import window_summarised
+    from opsconsole.housekeeping import run_housekeeping
+
+    settings.CHECKRUN_RETENTION_DAYS = 2
+    settings.CHECKRUN_KEEP_LAST = 0
+    now = datetime(2026, 3, 31, 12, 2, 40, tzinfo=UTC)
+    first = datetime(2026, 3, 28, 10, 0, tzinfo=UTC)  # a 2-hour window, past the retention
+    until = first + timedelta(hours=2)
+    check = make_check(interval=60)
+    runs = [run(check, first + timedelta(seconds=60 * i + 5), "ok", float(i)) for i in range(120)]
+    CheckRun.objects.bulk_create(runs)
+    assert not window_summarised(first, until)  # no rollup yet
+    with time_machine.travel(until + timedelta(seconds=30), tick=False):
+        refresh_rollups(since=first)
+    assert window_summarised(first, until)
+
+    # a run committed late: its bucket's rollup counts one run fewer than the table holds
+    late = run(check, first + timedelta(minutes=30, seconds=1), "critical", 999.0)
+    CheckRun.objects.bulk_create([late])
+    assert not window_summarised(first, until)
+    # an hourly rollup left behind its 5-minute buckets
+    with time_machine.travel(until + timedelta(minutes=1), tick=False):
+        refresh_rollups(since=first)
+    assert window_summarised(first, until)
+    CheckRollup.objects.filter(period=RollupPeriod.HOUR, bucket=first).update(run_count=3)
+    assert not window_summarised(first, until)
+    with time_machine.travel(until + timedelta(minutes=2), tick=False):
+        refresh_rollups(since=first)
+
+    # steady state: housekeeping deletes without a recomputation (no rollup upsert)
+    with time_machine.travel(now, tick=False), CaptureQueriesContext(connection) as ctx:
+        run_housekeeping()
+    upserts = [
+        q for q in ctx.captured_queries if 'INSERT INTO "monitoring_checkrollup"' in q["sql"]
+    ]
+    assert upserts == []
+    assert not CheckRun.objects.filter(check_obj=check, created_at__lt=until).exists()
+    assert_rollups_agree(stored_rollups(), expected_rollups([*runs, late], {check.pk: 60}))
+
+
+def test_housekeeping_recomputes_a_window_with_a_run_the_job_never_counted(settings):
+    from opsconsole.housekeeping import run_housekeeping
+
+    settings.CHECKRUN_RETENTION_DAYS = 2
+    settings.CHECKRUN_KEEP_LAST = 0
+    now = datetime(2026, 3, 31, 12, 2, 40, tzinfo=UTC)
+    first = datetime(2026, 3, 28, 10, 0, tzinfo=UTC)
+    check = make_check(interval=60)
+    runs = [run(check, first + timedelta(seconds=60 * i + 5), "ok", float(i)) for i in range(60)]
+    CheckRun.objects.bulk_create(runs)
+    with time_machine.travel(first + timedelta(hours=1, seconds=30), tick=False):
+        refresh_rollups(since=first)
+    late = run(check, first + timedelta(minutes=12), "critical", 999.0)
+    CheckRun.objects.bulk_create([late])
+    with time_machine.travel(now, tick=False):
+        run_housekeeping()
+    assert not CheckRun.objects.filter(check_obj=check, status_changed=False).exists()
+    assert_rollups_agree(stored_rollups(), expected_rollups([*runs, late], {check.pk: 60}))
