@@ -173,12 +173,33 @@ def load_day_past_retention(day_runs: int, checks: int = 10_000) -> int:
     return len(ids)
 
 
-def housekeeping(day_runs: int) -> int:
+def summarise_day(day_runs: int) -> None:
+    """What the every-minute rollups job did while the day's runs came in (untimed here)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from monitoring.history.rollups import FIVE_MINUTES, floor_time, recompute_rollups
+
+    first = floor_time(
+        timezone.now() - timedelta(days=settings.CHECKRUN_RETENTION_DAYS + 1), FIVE_MINUTES
+    )
+    started = time.perf_counter()
+    result = recompute_rollups(first, first + timedelta(days=1, minutes=5))
+    print(
+        f"  the day summarised as the rollups job would have ({result.five_minute_buckets:,}"
+        f" 5-minute buckets) in {time.perf_counter() - started:.1f} s (not part of the pass)"
+    )
+
+
+def housekeeping(day_runs: int, summarised: bool) -> int:
     """One housekeeping pass over a day of raw runs past retention; 1 if it missed."""
     from opsconsole.housekeeping import run_housekeeping
 
-    print(f"\nHousekeeping over a day of raw runs ({day_runs:,}) ...")
+    state = "summarised by the rollups job" if summarised else "never summarised (catch-up)"
+    print(f"\nHousekeeping over a day of raw runs ({day_runs:,}), {state} ...")
     load_day_past_retention(day_runs)
+    if summarised:
+        summarise_day(day_runs)
     started = time.perf_counter()
     outcome = run_housekeeping()
     elapsed = time.perf_counter() - started
@@ -207,6 +228,12 @@ def main() -> int:
     parser.add_argument(
         "--housekeeping-only", action="store_true", help="skip the 30-day history and the pages"
     )
+    parser.add_argument(
+        "--unsummarised",
+        action="store_true",
+        help="housekeeping over a day the rollups job never saw (a stopped worker, an upgrade):"
+        " every window is recomputed before it is deleted",
+    )
     args = parser.parse_args()
 
     base = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -234,7 +261,7 @@ def main() -> int:
 
         call_command("migrate", verbosity=0)
         if args.housekeeping_only:
-            return housekeeping(args.day_runs)
+            return housekeeping(args.day_runs, not args.unsummarised)
         print(f"History of {args.checks} checks into {name} ...")
         check_id = load_history(args.checks)
         user = get_user_model().objects.create_user(
@@ -264,7 +291,7 @@ def main() -> int:
         ms, queries = measure_call(refresh_rollups, repeat=5)
         print(f"{'every-minute rollup pass':40} {ms:10.1f} {60000:8.0f} {queries:8d}")
 
-        failed |= housekeeping(args.day_runs) != 0
+        failed |= housekeeping(args.day_runs, not args.unsummarised) != 0
         return 1 if failed else 0
     finally:
         from django.db import connections
