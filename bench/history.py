@@ -14,7 +14,10 @@ for 30 days, 2 days of raw runs at one a minute (1.44 M rows) and the status cha
 - the every-minute rollup pass well under its minute;
 - one housekeeping pass over a day of raw runs past retention (``--day-runs``, default
   14.4 M, spread over 10,000 checks): its time (within its daily schedule, and the
-  extrapolation to 14.4 M when run with fewer) and its longest transaction (≤ 1 s).
+  extrapolation to 14.4 M when run with fewer) and its longest transaction (≤ 1 s). By
+  default the day has been summarised by the rollups job, as in steady state (the pass
+  confirms it and deletes); ``--unsummarised`` measures the catch-up after a stopped
+  worker, where every window is rolled up before it is deleted.
 """
 
 from __future__ import annotations
