@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import NotSupportedError, connection, models
 from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
 from django.utils import timezone
 
@@ -93,21 +95,15 @@ class SlotOf(models.Func):
 
     def __init__(self, field: str, starts: list[datetime], step: timedelta):
         if any(at != starts[0] + step * i for i, at in enumerate(starts)):
-            raise ValueError("slot_of needs evenly spaced starts")
+            raise ValueError("SlotOf needs evenly spaced starts")
         super().__init__(models.F(field))
-        self.first = starts[0].timestamp()
-        self.step_seconds = int(step.total_seconds())
-        self.case = Case(
-            *(When(**{f"{field}__lt": s + step}, then=Value(i)) for i, s in enumerate(starts)),
-            default=Value(len(starts) - 1),
-            output_field=IntegerField(),
-        )
+        self.starts, self.step = starts, step
 
     def as_postgresql(self, compiler, connection, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
         return (
             f"FLOOR((date_part('epoch', {sql}) - %s) / %s)::integer",
-            [*params, self.first, self.step_seconds],
+            [*params, self.starts[0].timestamp(), int(self.step.total_seconds())],
         )
 
     def as_sqlite(self, compiler, connection, **extra):
@@ -118,16 +114,11 @@ class SlotOf(models.Func):
         sql, params = compiler.compile(self.source_expressions[0])
         return (
             f"((CAST(strftime('%%s', substr({sql}, 1, 19)) AS INTEGER) - %s) / %s)",
-            [*params, int(self.first), self.step_seconds],
+            [*params, int(self.starts[0].timestamp()), int(self.step.total_seconds())],
         )
 
     def as_sql(self, compiler, connection, **extra):
-        return compiler.compile(self.case.resolve_expression(compiler.query))
-
-
-def slot_of(field: str, starts: list[datetime], step: timedelta) -> SlotOf:
-    """Which of ``starts`` a row falls in (see ``SlotOf``), portable to PostgreSQL and SQLite."""
-    return SlotOf(field, starts, step)
+        raise NotSupportedError(f"SlotOf has no SQL for {connection.vendor}")
 
 
 # The columns of a rollup row as ``_upsert`` takes it: the bucket's key, then UPDATE_FIELDS.
@@ -186,103 +177,30 @@ def _adapted(starts: list[datetime]) -> list:
     return [connection.ops.adapt_datetimefield_value(at) for at in starts]
 
 
-def _five_minute_pass(starts: list[datetime]) -> int:
-    step = FIVE_MINUTES
-    grouped = (
-        CheckRun.objects.filter(created_at__gte=starts[0], created_at__lt=starts[-1] + step)
-        .order_by()
-        .annotate(slot=slot_of("created_at", starts, step))
-        .values("check_obj_id", "slot")
-        .annotate(
-            runs=Count("id"),
-            failed=Count("id", filter=Q(status__in=NOT_OK)),
-            nvalues=Count("value"),
-            vsum=Sum("value"),
-            vmin=Min("value"),
-            vmax=Max("value"),
-            dsum=Sum("duration_ms"),
-            dmax=Max("duration_ms"),
-            rank=Max(_rank_of("status")),
-            interval=Max("check_obj__interval_seconds"),
-        )
-        .values_list(
-            "check_obj_id",
-            "slot",
-            "runs",
-            "failed",
-            "nvalues",
-            "vsum",
-            "vmin",
-            "vmax",
-            "dsum",
-            "dmax",
-            "rank",
-            "interval",
-        )
-    )
-    buckets = _adapted(starts)
-    length = step.total_seconds()
-    period = int(RollupPeriod.FIVE_MINUTES)
-    rows = [
-        (
-            check_id,
-            period,
-            buckets[slot],
-            runs,
-            failed,
-            nvalues,
-            vsum or 0.0,
-            vmin,
-            vmax,
-            dsum or 0.0,
-            dmax or 0.0,
-            _STATUS_OF_RANK[rank],
-            float(min(length, failed * (interval or 60))),
-        )
-        for check_id, slot, runs, failed, nvalues, vsum, vmin, vmax, dsum, dmax, rank, interval in grouped
-    ]
-    _upsert(rows)
-    return len(rows)
+# What each grouped pass reads per (check, slot), in this order, then one column of its own
+# from which the bucket's time not ok is derived.
+_GROUPED = ("runs", "failed", "nvalues", "vsum", "vmin", "vmax", "dsum", "dmax", "rank")
 
 
-def _hourly_pass(starts: list[datetime]) -> int:
-    step = HOUR
+def _write_pass(
+    source: models.QuerySet,
+    field: str,
+    starts: list[datetime],
+    step: timedelta,
+    period: int,
+    aggregates: dict[str, Any],
+    not_ok_seconds: Callable[[int, Any], float],
+) -> int:
+    """Groups ``source`` by check and bucket of ``field`` (``aggregates``: the ``_GROUPED``
+    names plus ``last``) and upserts one rollup per group; returns how many."""
     grouped = (
-        CheckRollup.objects.filter(
-            period=RollupPeriod.FIVE_MINUTES, bucket__gte=starts[0], bucket__lt=starts[-1] + step
-        )
-        .order_by()
-        .annotate(slot=slot_of("bucket", starts, step))
+        source.order_by()
+        .annotate(slot=SlotOf(field, starts, step))
         .values("check_obj_id", "slot")
-        .annotate(
-            runs=Sum("run_count"),
-            failed=Sum("failed_count"),
-            nvalues=Sum("value_count"),
-            vsum=Sum("value_sum"),
-            vmin=Min("value_min"),
-            vmax=Max("value_max"),
-            dsum=Sum("duration_sum_ms"),
-            dmax=Max("duration_max_ms"),
-            rank=Max(_rank_of("worst_status")),
-            not_ok=Sum("not_ok_seconds"),
-        )
-        .values_list(
-            "check_obj_id",
-            "slot",
-            "runs",
-            "failed",
-            "nvalues",
-            "vsum",
-            "vmin",
-            "vmax",
-            "dsum",
-            "dmax",
-            "rank",
-            "not_ok",
-        )
+        .annotate(**aggregates)
+        .values_list("check_obj_id", "slot", *_GROUPED, "last")
     )
     buckets = _adapted(starts)
-    period = int(RollupPeriod.HOUR)
     rows = [
         (
             check_id,
@@ -297,12 +215,66 @@ def _hourly_pass(starts: list[datetime]) -> int:
             dsum or 0.0,
             dmax or 0.0,
             _STATUS_OF_RANK[rank],
-            not_ok or 0.0,
+            not_ok_seconds(failed or 0, last),
         )
-        for check_id, slot, runs, failed, nvalues, vsum, vmin, vmax, dsum, dmax, rank, not_ok in grouped
+        for check_id, slot, runs, failed, nvalues, vsum, vmin, vmax, dsum, dmax, rank, last in grouped
     ]
     _upsert(rows)
     return len(rows)
+
+
+def _five_minute_pass(starts: list[datetime]) -> int:
+    """5-minute buckets from the raw runs; each failing run counts for its check's interval,
+    capped at the bucket."""
+    length = FIVE_MINUTES.total_seconds()
+    return _write_pass(
+        CheckRun.objects.filter(
+            created_at__gte=starts[0], created_at__lt=starts[-1] + FIVE_MINUTES
+        ),
+        "created_at",
+        starts,
+        FIVE_MINUTES,
+        int(RollupPeriod.FIVE_MINUTES),
+        {
+            "runs": Count("id"),
+            "failed": Count("id", filter=Q(status__in=NOT_OK)),
+            "nvalues": Count("value"),
+            "vsum": Sum("value"),
+            "vmin": Min("value"),
+            "vmax": Max("value"),
+            "dsum": Sum("duration_ms"),
+            "dmax": Max("duration_ms"),
+            "rank": Max(_rank_of("status")),
+            "last": Max("check_obj__interval_seconds"),
+        },
+        lambda failed, interval: float(min(length, failed * (interval or 60))),
+    )
+
+
+def _hourly_pass(starts: list[datetime]) -> int:
+    """Hourly buckets from the 5-minute ones."""
+    return _write_pass(
+        CheckRollup.objects.filter(
+            period=RollupPeriod.FIVE_MINUTES, bucket__gte=starts[0], bucket__lt=starts[-1] + HOUR
+        ),
+        "bucket",
+        starts,
+        HOUR,
+        int(RollupPeriod.HOUR),
+        {
+            "runs": Sum("run_count"),
+            "failed": Sum("failed_count"),
+            "nvalues": Sum("value_count"),
+            "vsum": Sum("value_sum"),
+            "vmin": Min("value_min"),
+            "vmax": Max("value_max"),
+            "dsum": Sum("duration_sum_ms"),
+            "dmax": Max("duration_max_ms"),
+            "rank": Max(_rank_of("worst_status")),
+            "last": Sum("not_ok_seconds"),
+        },
+        lambda failed, not_ok: not_ok or 0.0,
+    )
 
 
 def _starts(first: datetime, last: datetime, step: timedelta) -> list[datetime]:
@@ -392,7 +364,7 @@ def window_summarised(first: datetime, until: datetime) -> bool:
     runs = (
         CheckRun.objects.filter(created_at__gte=first, created_at__lt=until)
         .order_by()
-        .annotate(slot=slot_of("created_at", fives, FIVE_MINUTES))
+        .annotate(slot=SlotOf("created_at", fives, FIVE_MINUTES))
         .values("check_obj_id", "slot")
         .annotate(n=Count("id"))
         .values("check_obj_id", "slot", "n")
@@ -402,7 +374,7 @@ def window_summarised(first: datetime, until: datetime) -> bool:
     ).order_by()
     if _unsummarised_count(
         runs,
-        five_rollups.annotate(slot=slot_of("bucket", fives, FIVE_MINUTES)).values(
+        five_rollups.annotate(slot=SlotOf("bucket", fives, FIVE_MINUTES)).values(
             "check_obj_id", "slot", "run_count"
         ),
     ):
@@ -412,7 +384,7 @@ def window_summarised(first: datetime, until: datetime) -> bool:
             period=RollupPeriod.FIVE_MINUTES, bucket__gte=hour_first, bucket__lt=hour_until
         )
         .order_by()
-        .annotate(slot=slot_of("bucket", hours, HOUR))
+        .annotate(slot=SlotOf("bucket", hours, HOUR))
         .values("check_obj_id", "slot")
         .annotate(n=Sum("run_count"))
         .values("check_obj_id", "slot", "n")
@@ -422,7 +394,7 @@ def window_summarised(first: datetime, until: datetime) -> bool:
             period=RollupPeriod.HOUR, bucket__gte=hour_first, bucket__lt=hour_until
         )
         .order_by()
-        .annotate(slot=slot_of("bucket", hours, HOUR))
+        .annotate(slot=SlotOf("bucket", hours, HOUR))
         .values("check_obj_id", "slot", "run_count")
     )
     return _unsummarised_count(per_hour, hourly) == 0

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from monitoring.history.rollups import HOUR, floor_time, slot_of
+from monitoring.history.rollups import HOUR, SlotOf, floor_time
 from monitoring.history.rows import raw_rows
 from monitoring.models import Check, CheckStatus
 from monitoring.models.history import CheckRollup, RollupPeriod
@@ -94,7 +94,7 @@ def _hour_rows(ids: list[int], now: datetime) -> tuple[list[datetime], list[tupl
             of_ids, period=RollupPeriod.HOUR, bucket__gte=first, bucket__lte=now
         )
         .order_by()
-        .annotate(cell=slot_of("bucket", starts, CELL))
+        .annotate(cell=SlotOf("bucket", starts, CELL))
         .values_list("check_obj_id", "cell", "worst_status", "run_count", "failed_count")
     )
     return starts, rows
